@@ -1,0 +1,56 @@
+"""critpath_widgets: critical pathways and pathway-gradient saliency as Jupyter widgets.
+
+The engine (``PathwayExplainer`` and friends) is pure PyTorch and imports no widget
+library; the widgets are imported lazily on first access so that scripts using only
+the engine never load ipywidgets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .engine import Explanation, Pathway, PathwayExplainer
+from .errors import (
+    Cancelled,
+    CritpathError,
+    InputError,
+    InputTypeError,
+    ModelError,
+    OptionError,
+)
+from .models import ModelBundle, load_model, sample_image, sample_images
+
+__version__ = "0.1.0"
+
+_WIDGETS = {
+    "AttributionOverlay": "critpath_widgets.widgets.overlay",
+    "LayerContributions": "critpath_widgets.widgets.layers",
+    "PathwayExplorer": "critpath_widgets.widgets.explorer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import widget classes on first use, keeping ``import critpath_widgets`` light."""
+    if name in _WIDGETS:
+        import importlib
+
+        return getattr(importlib.import_module(_WIDGETS[name]), name)
+    raise AttributeError(f"module 'critpath_widgets' has no attribute {name!r}")
+
+
+__all__ = [
+    "PathwayExplainer",
+    "Explanation",
+    "Pathway",
+    "ModelBundle",
+    "load_model",
+    "sample_image",
+    "sample_images",
+    "CritpathError",
+    "InputError",
+    "InputTypeError",
+    "ModelError",
+    "OptionError",
+    "Cancelled",
+    *_WIDGETS,
+]

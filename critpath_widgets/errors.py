@@ -1,0 +1,37 @@
+"""Exception types: every error we raise on purpose derives from CritpathError."""
+
+from __future__ import annotations
+
+
+class CritpathError(Exception):
+    """Base class of all errors raised on purpose by critpath_widgets."""
+
+
+class InputError(CritpathError, ValueError):
+    """An input tensor, image, target or parameter value is not acceptable."""
+
+
+class InputTypeError(CritpathError, TypeError):
+    """An argument has the wrong type (say a list where a tensor is needed)."""
+
+
+class ModelError(CritpathError, ValueError):
+    """The model cannot be explained as given (no recordable sites, odd output...)."""
+
+
+class OptionError(CritpathError, ValueError):
+    """An unknown method, scope, granularity or keyword option."""
+
+
+class Cancelled(CritpathError):
+    """A long computation was cancelled through its progress callback."""
+
+
+__all__ = [
+    "CritpathError",
+    "InputError",
+    "InputTypeError",
+    "ModelError",
+    "OptionError",
+    "Cancelled",
+]
