@@ -1,0 +1,428 @@
+// AttributionOverlay front end (anywidget ESM).
+//
+// Draws the background image (PNG bytes) with the attribution map painted over
+// it, a colour bar and a hover readout. Colormap, opacity, sign mode and
+// percentile clipping are applied here in the browser: a control change
+// repaints at once, then the new value is sent to Python with
+// model.set + save_changes. Python-side changes of the same traits arrive as
+// change:<trait> events and repaint too. A key of everything that affects the
+// picture guards against repaints that would draw the same thing again.
+//
+// Test hooks: root class `critpath-overlay`, painted canvas class
+// `critpath-overlay-canvas`, message area `.critpath-overlay-message`, and after
+// each actual repaint el.dataset.paintCount (1, 2, ...) and el.dataset.paintKey
+// (8 hex digits that change when the painted content changes).
+
+import {
+  SIGN_MODES,
+  asBytes,
+  colorize,
+  computeVmax,
+  decodeValues,
+  formatNumber,
+  grayLut,
+  pickLut,
+  shownMagnitudes,
+} from "./lib/colormap.js";
+import { cellAt, displaySize, paintLayers, putPixels, sizeCanvas } from "./lib/canvas.js";
+import { createColorbar, updateColorbar } from "./lib/colorbar.js";
+
+const CSS = `
+.critpath-overlay { display: inline-flex; flex-direction: column; gap: 4px; max-width: 100%;
+  font: 12px var(--jp-ui-font-family, system-ui, sans-serif);
+  color: var(--jp-ui-font-color1, #222); }
+.critpath-overlay-controls { display: flex; flex-wrap: wrap; gap: 4px 10px; align-items: center; }
+.critpath-overlay-controls label { display: inline-flex; gap: 4px; align-items: center; }
+.critpath-overlay-controls input[type=number] { width: 4.5em; }
+.critpath-overlay-opacity { width: 80px; }
+.critpath-overlay-canvas { display: block; cursor: crosshair; }
+.critpath-overlay-colorbar-strip { display: block; width: 100%; height: 10px;
+  border: 1px solid var(--jp-border-color1, #999); box-sizing: border-box; }
+.critpath-overlay-colorbar-ticks { display: flex; justify-content: space-between;
+  font-variant-numeric: tabular-nums; }
+.critpath-overlay-colorbar-label { text-align: center; }
+.critpath-overlay-readout { min-height: 1.4em; font-variant-numeric: tabular-nums;
+  color: var(--jp-ui-font-color2, #555); }
+.critpath-overlay-message { padding: 2px 4px; border-left: 3px solid var(--jp-warn-color1, #e08e00);
+  background: var(--jp-layout-color2, #f6f6f6); white-space: pre-wrap; }
+`;
+
+/** FNV-1a 32-bit hash as 8 hex digits: the short paintKey. */
+export function shortHash(s) {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h.toString(16).padStart(8, "0");
+}
+
+/** Default PNG decoder: createImageBitmap, else an <img> from an object URL. */
+async function decodePng(bytes) {
+  const blob = new Blob([bytes], { type: "image/png" });
+  if (typeof createImageBitmap === "function") return createImageBitmap(blob);
+  const url = URL.createObjectURL(blob);
+  try {
+    const img = new Image();
+    img.src = url;
+    await img.decode();
+    return img;
+  } finally {
+    URL.revokeObjectURL(url);
+  }
+}
+
+function el_(doc, tag, className, props = {}) {
+  const e = doc.createElement(tag);
+  if (className) e.className = className;
+  Object.assign(e, props);
+  return e;
+}
+
+/**
+ * Build the widget inside `el`. `deps` lets tests replace the browser parts:
+ * decodeImage(bytes) -> Promise<drawable with width/height>,
+ * devicePixelRatio() -> number, containerWidth() -> number (0 = unknown).
+ * Returns { cleanup, repaint, state } (state is for tests and debugging).
+ */
+export function createOverlay({ model, el }, deps = {}) {
+  const doc = el.ownerDocument || document;
+  const win = doc.defaultView || globalThis;
+  const decodeImage = deps.decodeImage || decodePng;
+  const getDpr = deps.devicePixelRatio || (() => win.devicePixelRatio || 1);
+  const containerWidth = deps.containerWidth || (() => el.clientWidth || 0);
+
+  // ---- DOM ----------------------------------------------------------------
+  const root = el_(doc, "div", "critpath-overlay");
+  const style = el_(doc, "style", "", { textContent: CSS });
+  const controls = el_(doc, "div", "critpath-overlay-controls");
+  const cmapSelect = el_(doc, "select", "critpath-overlay-colormap", { title: "colormap" });
+  const opacityInput = el_(doc, "input", "critpath-overlay-opacity", {
+    type: "range", min: "0", max: "1", step: "0.01", title: "opacity of the map",
+  });
+  const opacityText = el_(doc, "span", "critpath-overlay-opacity-value");
+  const signSelect = el_(doc, "select", "critpath-overlay-sign", { title: "sign mode" });
+  for (const s of SIGN_MODES) signSelect.append(el_(doc, "option", "", { value: s, textContent: s }));
+  const clipInput = el_(doc, "input", "critpath-overlay-clip", {
+    type: "number", min: "0.1", max: "100", step: "0.1",
+    title: "percentile of |values| mapped to the end of the colour scale",
+  });
+  const lab = (text, ...kids) => {
+    const l = el_(doc, "label", "");
+    l.append(text, ...kids);
+    return l;
+  };
+  controls.append(
+    lab("map ", cmapSelect),
+    lab("opacity ", opacityInput, opacityText),
+    lab("sign ", signSelect),
+    lab("clip % ", clipInput),
+  );
+  const canvas = el_(doc, "canvas", "critpath-overlay-canvas");
+  const mapLayer = doc.createElement("canvas"); // h x w map pixels, never attached
+  const colorbar = createColorbar(doc);
+  const readout = el_(doc, "div", "critpath-overlay-readout");
+  const messageEl = el_(doc, "div", "critpath-overlay-message");
+  root.append(style, controls, canvas, colorbar.root, readout, messageEl);
+  el.append(root);
+
+  // ---- state ----------------------------------------------------------------
+  const view = {};
+  const data = { version: 0, values: null, h: 0, w: 0, error: "", mags: {} };
+  const image = { version: 0, drawable: null, token: 0, error: "" };
+  let lutVersion = 0;
+  let lastKey = null;
+  let lastBarKey = null;
+  let paintCount = 0;
+  let lastPixels = null;
+  let lastVmax = 1;
+  let destroyed = false;
+
+  function readTraits() {
+    view.colormap = model.get("colormap") || "";
+    view.colormaps = model.get("colormaps") || [];
+    view.opacity = Number(model.get("opacity"));
+    view.sign = model.get("sign") || "signed";
+    view.clip = Number(model.get("clip_percentile"));
+    view.label = model.get("label") || "";
+    view.message = model.get("message") || "";
+    view.displayWidth = Number(model.get("display_width")) || 320;
+  }
+
+  function decodeData() {
+    data.version++;
+    data.mags = {};
+    data.error = "";
+    const shape = model.get("shape") || [0, 0];
+    const bytes = asBytes(model.get("values"));
+    try {
+      if (bytes.byteLength === 0) {
+        data.values = null;
+        data.h = data.w = 0;
+      } else {
+        data.values = decodeValues(bytes, shape);
+        [data.h, data.w] = shape;
+      }
+    } catch (err) {
+      data.values = null;
+      data.h = data.w = 0;
+      data.error = String(err.message || err);
+    }
+  }
+
+  function vmaxFor(sign, clip) {
+    if (!data.values) return 1;
+    if (!data.mags[sign]) data.mags[sign] = shownMagnitudes(data.values, sign);
+    return computeVmax(data.mags[sign], clip);
+  }
+
+  function currentLut() {
+    return pickLut(model.get("luts"), view.colormaps, view.colormap);
+  }
+
+  function syncControls() {
+    const names = view.colormaps;
+    const have = Array.from(cmapSelect.options).map((o) => o.value);
+    if (have.join("\n") !== names.join("\n")) {
+      cmapSelect.replaceChildren(...names.map((n) => el_(doc, "option", "", { value: n, textContent: n })));
+    }
+    if (cmapSelect.value !== view.colormap) cmapSelect.value = view.colormap;
+    opacityInput.value = String(view.opacity);
+    opacityText.textContent = view.opacity.toFixed(2);
+    signSelect.value = view.sign;
+    if (doc.activeElement !== clipInput) clipInput.value = String(view.clip);
+  }
+
+  function showMessage() {
+    const local = [data.error, image.error].filter(Boolean).join("\n");
+    const lut = currentLut();
+    const lutNote = view.colormap && !lut && view.colormaps.length ? `no colour table for ${view.colormap}` : "";
+    const text = [view.message, local, lutNote].filter(Boolean).join("\n");
+    messageEl.textContent = text;
+    messageEl.style.display = text ? "" : "none";
+  }
+
+  /** Repaint if anything that affects the picture changed; returns true if it painted. */
+  function repaint() {
+    if (destroyed) return false;
+    const dpr = Number(getDpr()) || 1;
+    const aspect = image.drawable
+      ? image.drawable.height / image.drawable.width
+      : data.h && data.w
+        ? data.h / data.w
+        : 1;
+    const { cssWidth, cssHeight } = displaySize(view.displayWidth, aspect, containerWidth());
+    const lut = currentLut() || grayLut();
+    const vmax = vmaxFor(view.sign, view.clip);
+    lastVmax = vmax;
+
+    const barKey = [view.colormap, lutVersion, view.sign, vmax, view.label].join("|");
+    if (barKey !== lastBarKey) {
+      updateColorbar(colorbar, { lut, sign: view.sign, vmax, label: view.label });
+      lastBarKey = barKey;
+    }
+    colorbar.root.style.width = `${cssWidth}px`;
+
+    const key = [
+      image.version, data.version, view.colormap, lutVersion, view.opacity,
+      view.sign, view.clip, cssWidth, cssHeight, dpr,
+    ].join("|");
+    if (key === lastKey) return false;
+
+    const { width, height } = sizeCanvas(canvas, cssWidth, cssHeight, dpr);
+    let layer = null;
+    if (data.values) {
+      lastPixels = colorize(data.values, lut, { sign: view.sign, opacity: view.opacity, vmax });
+      if (putPixels(mapLayer, lastPixels, data.w, data.h)) layer = mapLayer;
+    } else {
+      lastPixels = null;
+    }
+    const ctx = canvas.getContext("2d");
+    if (ctx) paintLayers(ctx, { width, height, image: image.drawable, mapLayer: layer });
+    lastKey = key;
+    paintCount++;
+    el.dataset.paintCount = String(paintCount);
+    el.dataset.paintKey = shortHash(key);
+    return true;
+  }
+
+  function loadImage() {
+    const token = ++image.token;
+    const bytes = asBytes(model.get("image"));
+    if (bytes.byteLength === 0) {
+      image.drawable = null;
+      image.error = "";
+      image.version++;
+      showMessage();
+      repaint();
+      return Promise.resolve();
+    }
+    // copy: the DataView may be reused by the kernel connection
+    return Promise.resolve()
+      .then(() => decodeImage(bytes.slice()))
+      .then((drawable) => {
+        if (destroyed || token !== image.token) {
+          if (drawable && typeof drawable.close === "function") drawable.close();
+          return;
+        }
+        const old = image.drawable;
+        image.drawable = drawable;
+        image.error = "";
+        image.version++;
+        if (old && old !== drawable && typeof old.close === "function") old.close();
+        showMessage();
+        repaint();
+      })
+      .catch((err) => {
+        if (destroyed || token !== image.token) return;
+        image.error = `could not decode the image: ${err && err.message ? err.message : err}`;
+        showMessage();
+      });
+  }
+
+  // ---- hover readout ---------------------------------------------------------
+  function onMove(ev) {
+    if (!data.values) return;
+    const rect = canvas.getBoundingClientRect();
+    const cssW = rect.width || parseFloat(canvas.style.width) || 0;
+    const cssH = rect.height || parseFloat(canvas.style.height) || 0;
+    const cell = cellAt(ev.clientX - rect.left, ev.clientY - rect.top, cssW, cssH, data.h, data.w);
+    if (!cell) {
+      readout.textContent = "";
+      return;
+    }
+    const v = data.values[cell.row * data.w + cell.col];
+    readout.textContent = `row ${cell.row}, col ${cell.col}: ${formatNumber(v)}`;
+    readout.dataset.row = String(cell.row);
+    readout.dataset.col = String(cell.col);
+    readout.dataset.value = String(v);
+  }
+  function onLeave() {
+    readout.textContent = "";
+    delete readout.dataset.row;
+    delete readout.dataset.col;
+    delete readout.dataset.value;
+  }
+
+  // ---- controls: repaint locally first, then tell Python ----------------------
+  function localChange(trait, key, value) {
+    view[key] = value;
+    syncControls();
+    repaint();
+    model.set(trait, value);
+    model.save_changes();
+  }
+  const onCmap = () => localChange("colormap", "colormap", cmapSelect.value);
+  const onOpacity = () => {
+    const v = Math.min(1, Math.max(0, Number(opacityInput.value)));
+    if (Number.isFinite(v)) localChange("opacity", "opacity", v);
+  };
+  const onSign = () => localChange("sign", "sign", signSelect.value);
+  const onClip = () => {
+    const v = Number(clipInput.value);
+    if (Number.isFinite(v) && v > 0 && v <= 100) localChange("clip_percentile", "clip", v);
+    else clipInput.value = String(view.clip);
+  };
+  const domListeners = [
+    [canvas, "mousemove", onMove],
+    [canvas, "mouseleave", onLeave],
+    [cmapSelect, "change", onCmap],
+    [opacityInput, "input", onOpacity],
+    [signSelect, "change", onSign],
+    [clipInput, "change", onClip],
+  ];
+  for (const [t, ev, fn] of domListeners) t.addEventListener(ev, fn);
+
+  // ---- model events -----------------------------------------------------------
+  const onTraits = () => {
+    readTraits();
+    syncControls();
+    showMessage();
+    repaint();
+  };
+  const onData = () => {
+    decodeData();
+    onLeave();
+    onTraits();
+  };
+  const onLuts = () => {
+    lutVersion++;
+    onTraits();
+  };
+  const modelListeners = [
+    ["change:values", onData],
+    ["change:shape", onData],
+    ["change:image", loadImage],
+    ["change:luts", onLuts],
+    ["change:colormaps", onLuts],
+    ["change:colormap", onTraits],
+    ["change:opacity", onTraits],
+    ["change:sign", onTraits],
+    ["change:clip_percentile", onTraits],
+    ["change:label", onTraits],
+    ["change:message", onTraits],
+    ["change:display_width", onTraits],
+  ];
+  for (const [ev, fn] of modelListeners) model.on(ev, fn);
+
+  // ---- display changes: devicePixelRatio and container width --------------------
+  let dprQuery = null;
+  const onDpr = () => {
+    watchDpr();
+    repaint();
+  };
+  function watchDpr() {
+    if (dprQuery) dprQuery.removeEventListener("change", onDpr);
+    dprQuery = null;
+    if (typeof win.matchMedia !== "function") return;
+    dprQuery = win.matchMedia(`(resolution: ${Number(getDpr()) || 1}dppx)`);
+    if (dprQuery && dprQuery.addEventListener) dprQuery.addEventListener("change", onDpr);
+    else dprQuery = null;
+  }
+  watchDpr();
+  let resizeObserver = null;
+  if (typeof win.ResizeObserver === "function") {
+    resizeObserver = new win.ResizeObserver(() => repaint());
+    resizeObserver.observe(el);
+  }
+
+  // ---- first paint --------------------------------------------------------------
+  readTraits();
+  decodeData();
+  syncControls();
+  showMessage();
+  repaint();
+  const ready = loadImage();
+
+  function cleanup() {
+    destroyed = true;
+    for (const [ev, fn] of modelListeners) model.off(ev, fn);
+    for (const [t, ev, fn] of domListeners) t.removeEventListener(ev, fn);
+    if (dprQuery) dprQuery.removeEventListener("change", onDpr);
+    if (resizeObserver) resizeObserver.disconnect();
+    if (image.drawable && typeof image.drawable.close === "function") image.drawable.close();
+    image.drawable = null;
+    root.remove();
+  }
+
+  return {
+    cleanup,
+    repaint,
+    ready,
+    state: {
+      view,
+      data,
+      get paintCount() { return paintCount; },
+      get pixels() { return lastPixels; },
+      get vmax() { return lastVmax; },
+      get mapLayer() { return mapLayer; },
+    },
+  };
+}
+
+export default {
+  render({ model, el }) {
+    const { cleanup } = createOverlay({ model, el });
+    return cleanup;
+  },
+};
