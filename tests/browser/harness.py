@@ -1,0 +1,529 @@
+"""Shared harness for the browser end-to-end test and the browser latency benchmark.
+
+It starts a throw-away JupyterLab server (the current interpreter, so the kernel runs in
+the same environment), drives Debian's ``chromium`` through Playwright, opens a notebook,
+runs all of its cells and offers small probes on the ``PathwayExplorer`` DOM:
+
+* canvas statistics (a pixel hash, whether anything is painted, whether it is uniform),
+* the overlay's ``data-paint-count`` / ``data-paint-key`` and an in-page paint log with
+  ``performance.now()`` stamps (a ``MutationObserver``), used for latency figures,
+* setting the sparsity slider by typing into its readout (reliable) or dragging its
+  noUiSlider handle (realistic),
+* a signature of the bqplot layer chart's bars.
+
+Nothing here imports pytest, so ``benchmarks/bench_browser_latency.py`` can use it too.
+Playwright's browser download (``playwright install``) is never used: see NOTES.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOK = REPO_ROOT / "notebooks" / "e2e_explorer.ipynb"
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+OVERLAY_BUNDLE = REPO_ROOT / "critpath_widgets" / "static" / "overlay.js"
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+# CSS hooks of the PathwayExplorer (see critpath_widgets/widgets/explorer.py).
+EXPLORER = ".critpath-explorer"
+SPARSITY = ".critpath-sparsity"
+PATHWAY_OVERLAY = ".critpath-pathway-overlay"
+GRADIENT_OVERLAY = ".critpath-gradient-overlay"
+LAYER_CHART = ".critpath-layer-chart"
+MESSAGE = ".critpath-message"
+OVERLAY_ROOT = ".critpath-overlay"
+OVERLAY_CANVAS = "canvas.critpath-overlay-canvas"
+
+
+class HarnessError(RuntimeError):
+    """The browser harness could not be set up (missing browser, server did not start...)."""
+
+
+# --------------------------------------------------------------------------- prerequisites
+
+
+def find_chromium() -> str:
+    """Path of the system Chromium, or raise with the command that installs it."""
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        path = shutil.which(name)
+        if path:
+            return path
+    raise HarnessError(
+        "No Chromium found on PATH. The browser tests need a system Chromium: "
+        "`apt-get update && apt-get install -y chromium` (Debian). "
+        "Do not run `playwright install` (it downloads a browser and fails offline)."
+    )
+
+
+def check_frontend_bundle() -> None:
+    """The anywidget ESM bundle is a build output (gitignored); fail clearly if absent."""
+    if not OVERLAY_BUNDLE.exists():
+        raise HarnessError(
+            f"{OVERLAY_BUNDLE.relative_to(REPO_ROOT)} is missing: run "
+            "`npm install && npm run build` at the repository root first."
+        )
+
+
+def ensure_kernelspec(python: str = sys.executable) -> None:
+    """Install the ``python3`` kernelspec into the environment if it is not there."""
+    out = subprocess.run(
+        [python, "-m", "jupyter", "kernelspec", "list", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    try:
+        specs = json.loads(out.stdout)["kernelspecs"]
+    except (ValueError, KeyError):
+        specs = {}
+    if "python3" not in specs:
+        subprocess.run(
+            [python, "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3"],
+            check=True,
+            capture_output=True,
+        )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- Jupyter server
+
+
+@dataclass
+class JupyterServer:
+    """A running JupyterLab server rooted at ``root_dir``."""
+
+    root_dir: Path
+    port: int
+    proc: subprocess.Popen
+    log_path: Path
+    _log_file: Any = field(repr=False, default=None)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def notebook_url(self, name: str) -> str:
+        return f"{self.url}/lab/tree/{name}"
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        # Long lines (minified JS in a node stack trace) are cut short.
+        return "\n".join(line[:300] for line in lines[-n:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()  # jupyter shuts its kernels down on SIGTERM
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+
+def _write_lab_settings(settings_dir: Path) -> None:
+    """User settings that keep JupyterLab quiet: no news toast, no update check."""
+    apputils = settings_dir / "@jupyterlab" / "apputils-extension"
+    apputils.mkdir(parents=True, exist_ok=True)
+    (apputils / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+
+
+@contextlib.contextmanager
+def jupyter_server(
+    root_dir: Path, python: str = sys.executable, timeout: float = 90.0
+) -> Iterator[JupyterServer]:
+    """Start ``python -m jupyter lab`` on a free port of 127.0.0.1; always stop it."""
+    ensure_kernelspec(python)
+    state = Path(tempfile.mkdtemp(prefix="critpath-jupyter-state-"))
+    settings_dir = state / "settings"
+    _write_lab_settings(settings_dir)
+    port = free_port()
+    env = dict(os.environ)
+    # The kernel must import the working tree's critpath_widgets even when the package
+    # is not installed in the environment; the kernel inherits the server's environment.
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    env["PATH"] = os.pathsep.join((str(Path(python).parent), env.get("PATH", "")))
+    env["JUPYTER_RUNTIME_DIR"] = str(state / "runtime")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    cmd = [
+        python,
+        "-m",
+        "jupyter",
+        "lab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--port-retries=0",
+        "--IdentityProvider.token=",
+        "--ServerApp.password=",
+        "--ServerApp.disable_check_xsrf=True",
+        f"--ServerApp.root_dir={root_dir}",
+        f"--LabApp.user_settings_dir={settings_dir}",
+        f"--LabApp.workspaces_dir={state / 'workspaces'}",
+        "--LabApp.expose_app_in_browser=True",
+        "--LabApp.news_url=",
+    ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")  # containers and CI runners often run as root
+    log_path = state / "jupyter.log"
+    log_file = open(log_path, "w")  # noqa: SIM115 - closed in JupyterServer.stop
+    proc = subprocess.Popen(
+        cmd,
+        cwd=root_dir,
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    server = JupyterServer(root_dir, port, proc, log_path, log_file)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise HarnessError(
+                    f"jupyter lab exited with {proc.returncode}:\n{server.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(f"{server.url}/api/status", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise HarnessError(
+                    f"jupyter lab did not answer within {timeout:.0f} s:\n{server.log_tail()}"
+                )
+            time.sleep(0.25)
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def copy_notebook(dest_dir: Path, src: Path = NOTEBOOK) -> str:
+    """Copy the committed notebook into ``dest_dir``; return its name."""
+    shutil.copy(src, dest_dir / src.name)
+    return src.name
+
+
+# --------------------------------------------------------------------------- browser
+
+
+@contextlib.contextmanager
+def browser_context(headless: bool = True, viewport=(1400, 1000)) -> Iterator[Any]:
+    """A Playwright persistent Chromium context on a fresh ``--user-data-dir``."""
+    from playwright.sync_api import sync_playwright
+
+    executable = find_chromium()
+    user_data = tempfile.mkdtemp(prefix="critpath-chromium-")
+    try:
+        with sync_playwright() as pw:
+            ctx = pw.chromium.launch_persistent_context(
+                user_data,
+                executable_path=executable,
+                headless=headless,
+                args=CHROMIUM_ARGS,
+                viewport={"width": viewport[0], "height": viewport[1]},
+            )
+            try:
+                yield ctx
+            finally:
+                ctx.close()
+    finally:
+        shutil.rmtree(user_data, ignore_errors=True)
+
+
+@dataclass
+class PageErrors:
+    """JS errors and console errors collected from a page."""
+
+    page_errors: list[str] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
+
+    def attach(self, page) -> PageErrors:
+        page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
+        page.on(
+            "console",
+            lambda msg: self.console_errors.append(msg.text) if msg.type == "error" else None,
+        )
+        return self
+
+
+def wait_kernel_idle(page, timeout_ms: float = 60_000) -> None:
+    """Wait until the current notebook's kernel is connected and idle."""
+    page.wait_for_function(
+        """() => {
+            const app = window.jupyterapp;
+            const w = app && app.shell.currentWidget;
+            const ctx = w && w.sessionContext;
+            const k = ctx && ctx.session && ctx.session.kernel;
+            return !!(k && k.connectionStatus === 'connected' && k.status === 'idle');
+        }""",
+        timeout=timeout_ms,
+    )
+
+
+def open_notebook(page, server: JupyterServer, name: str, timeout_ms: float = 90_000) -> None:
+    """Open ``name`` in JupyterLab and wait for its kernel."""
+    page.goto(server.notebook_url(name), wait_until="domcontentloaded", timeout=timeout_ms)
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=timeout_ms)
+    page.wait_for_function("() => !!window.jupyterapp", timeout=timeout_ms)
+    wait_kernel_idle(page, timeout_ms)
+
+
+def run_all_cells(page, timeout_ms: float = 10_000) -> str:
+    """Run All Cells through the Run menu (what a person does).
+
+    Falls back to the same JupyterLab command if the menu could not be used; returns
+    which route was taken.
+    """
+    try:
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click(timeout=timeout_ms)
+        item = page.locator(".lm-Menu-item", has_text="Run All Cells").first
+        item.click(timeout=timeout_ms)
+        return "menu"
+    except Exception:  # noqa: BLE001 - any UI hiccup: use the command instead
+        page.keyboard.press("Escape")
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        return "command"
+
+
+def notebook_error_outputs(page) -> list[str]:
+    """Texts of error outputs (tracebacks) in the open notebook."""
+    return page.eval_on_selector_all(
+        '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]',
+        "els => els.map(e => e.innerText.slice(0, 2000))",
+    )
+
+
+# --------------------------------------------------------------------------- DOM probes
+
+_CANVAS_STATS_JS = """(sel) => {
+    const c = document.querySelector(sel);
+    if (!c || !c.width || !c.height) return null;
+    let data;
+    try {
+        data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    } catch (e) {
+        return {error: String(e)};
+    }
+    let h = 2166136261 >>> 0, opaque = 0, uniform = true;
+    for (let i = 0; i < data.length; i++) {
+        h = Math.imul(h ^ data[i], 16777619) >>> 0;
+        if (data[i] !== data[i & 3]) uniform = false;
+    }
+    for (let i = 3; i < data.length; i += 4) if (data[i] !== 0) opaque++;
+    return {width: c.width, height: c.height, hash: h.toString(16), opaque,
+            uniform, pixels: data.length / 4};
+}"""
+
+
+def canvas_stats(page, selector: str) -> dict | None:
+    """Hash and simple statistics of the first canvas matching ``selector``."""
+    return page.evaluate(_CANVAS_STATS_JS, selector)
+
+
+def is_painted(stats: dict | None) -> bool:
+    return bool(stats) and "error" not in stats and stats["opaque"] > 0 and not stats["uniform"]
+
+
+def paint_state(page, overlay_selector: str) -> dict | None:
+    """``data-paint-count``/``data-paint-key`` of the overlay root under ``overlay_selector``."""
+    return page.evaluate(
+        """(sel) => {
+            const el = document.querySelector(sel);
+            if (!el) return null;
+            const root = el.matches('[data-paint-count]') ? el
+                : el.querySelector('[data-paint-count]');
+            if (!root) return null;
+            return {count: Number(root.dataset.paintCount), key: root.dataset.paintKey};
+        }""",
+        overlay_selector,
+    )
+
+
+def wait_painted(page, overlay_selector: str, timeout_ms: float = 120_000) -> dict:
+    """Wait until the overlay's canvas holds a non-uniform, non-transparent image."""
+    canvas_sel = f"{overlay_selector} {OVERLAY_CANVAS}"
+    page.wait_for_selector(canvas_sel, state="attached", timeout=timeout_ms)
+    page.wait_for_function(
+        f"""(sel) => {{
+            const s = ({_CANVAS_STATS_JS})(sel);
+            return !!s && !s.error && s.opaque > 0 && !s.uniform;
+        }}""",
+        arg=canvas_sel,
+        timeout=timeout_ms,
+        polling=200,
+    )
+    return canvas_stats(page, canvas_sel)
+
+
+def wait_repaint(
+    page, overlay_selector: str, before: dict, timeout_ms: float = 60_000, new_key: bool = True
+) -> dict:
+    """Wait for ``paintCount`` to pass ``before['count']`` (and the key to change)."""
+    page.wait_for_function(
+        """([sel, count, key, newKey]) => {
+            const el = document.querySelector(sel);
+            const root = el && (el.matches('[data-paint-count]') ? el
+                : el.querySelector('[data-paint-count]'));
+            if (!root) return false;
+            return Number(root.dataset.paintCount) > count
+                && (!newKey || root.dataset.paintKey !== key);
+        }""",
+        arg=[overlay_selector, before["count"], before["key"], new_key],
+        timeout=timeout_ms,
+        polling="raf",
+    )
+    return paint_state(page, overlay_selector)
+
+
+INSTALL_PAINT_LOG_JS = """(sel) => {
+    const el = document.querySelector(sel);
+    const root = el.matches('[data-paint-count]') ? el : el.querySelector('[data-paint-count]');
+    window.__critpathPaints = [];
+    window.__critpathInputs = [];
+    if (window.__critpathObserver) window.__critpathObserver.disconnect();
+    const obs = new MutationObserver(() => {
+        const n = Number(root.dataset.paintCount);
+        const log = window.__critpathPaints;
+        if (!log.length || log[log.length - 1].count !== n)
+            log.push({t: performance.now(), count: n, key: root.dataset.paintKey});
+    });
+    obs.observe(root, {attributes: true,
+                       attributeFilter: ['data-paint-count', 'data-paint-key']});
+    window.__critpathObserver = obs;
+    const stamp = (kind) => (ev) => window.__critpathInputs.push({t: performance.now(), kind});
+    if (!window.__critpathInputHooks) {
+        window.__critpathInputHooks = true;
+        // Capture phase: stamped before the widget's own handlers run.
+        document.addEventListener('keydown', (ev) => {
+            if (ev.key === 'Enter' && ev.target.closest && ev.target.closest('.widget-readout'))
+                stamp('readout-enter')(ev);
+        }, true);
+        document.addEventListener('pointerup', (ev) => {
+            if (ev.target.closest && ev.target.closest('.noUi-target')) stamp('slider-release')(ev);
+        }, true);
+        document.addEventListener('change', (ev) => {
+            if (ev.target.tagName === 'SELECT') stamp('select-change')(ev);
+        }, true);
+    }
+    return !!root;
+}"""
+
+
+def install_paint_log(page, overlay_selector: str) -> None:
+    """Log every repaint of the overlay and every user input with performance.now()."""
+    page.evaluate(INSTALL_PAINT_LOG_JS, overlay_selector)
+
+
+def paint_log(page) -> dict:
+    return page.evaluate(
+        "() => ({paints: window.__critpathPaints || [], inputs: window.__critpathInputs || []})"
+    )
+
+
+def slider_value(page, selector: str = SPARSITY) -> float:
+    text = page.locator(f"{selector} .widget-readout").first.inner_text()
+    return float(text.strip())
+
+
+def set_slider_by_readout(page, value: float, selector: str = SPARSITY) -> None:
+    """Type ``value`` into the slider's editable readout and press Enter.
+
+    ipywidgets 8 sliders commit the readout's text on Enter; this sets an exact value,
+    which is why the test and benchmark use it. :func:`drag_slider` is the pointer route.
+    """
+    readout = page.locator(f"{selector} .widget-readout").first
+    readout.click()
+    page.keyboard.press("ControlOrMeta+A")
+    page.keyboard.type(f"{value:g}")
+    page.keyboard.press("Enter")
+
+
+def drag_slider(page, fraction: float, selector: str = SPARSITY) -> None:
+    """Drag the noUiSlider handle to ``fraction`` (0..1) of the track with the mouse."""
+    track = page.locator(f"{selector} .noUi-target").first
+    handle = page.locator(f"{selector} .noUi-handle").first
+    tb = track.bounding_box()
+    hb = handle.bounding_box()
+    if tb is None or hb is None:
+        raise HarnessError("slider track or handle not visible")
+    x0, y0 = hb["x"] + hb["width"] / 2, hb["y"] + hb["height"] / 2
+    x1 = tb["x"] + fraction * tb["width"]
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    steps = 8
+    for i in range(1, steps + 1):
+        page.mouse.move(x0 + (x1 - x0) * i / steps, y0)
+    page.mouse.up()
+
+
+def chart_signature(page, selector: str = LAYER_CHART) -> str | None:
+    """Geometry of the bars of the bqplot chart (``rect`` elements of its mark layer)."""
+    return page.evaluate(
+        """(sel) => {
+            const el = document.querySelector(sel);
+            if (!el) return null;
+            const rects = [...el.querySelectorAll('svg .bargroup rect, svg g.bar rect')];
+            const use = rects.length ? rects : [...el.querySelectorAll('svg rect')];
+            return use.map(r => ['x', 'y', 'width', 'height']
+                .map(a => r.getAttribute(a)).join(',')).join(';');
+        }""",
+        selector,
+    )
+
+
+def message_text(page, selector: str = MESSAGE) -> str:
+    loc = page.locator(selector)
+    return loc.first.inner_text() if loc.count() else ""
+
+
+def overlay_selects(page, overlay_selector: str) -> list[dict]:
+    """The ``<select>`` controls inside an overlay, with their options."""
+    return page.evaluate(
+        """(sel) => [...document.querySelectorAll(sel + ' select')].map((s, i) => ({
+            index: i, name: s.name || '', cls: s.className, value: s.value,
+            title: s.title || '', label: (s.labels && s.labels[0]
+                ? s.labels[0].innerText : (s.getAttribute('aria-label') || '')),
+            options: [...s.options].map(o => o.value)}))""",
+        overlay_selector,
+    )
