@@ -128,7 +128,7 @@ export function createOverlay({ model, el }, deps = {}) {
 
   // ---- state ----------------------------------------------------------------
   const view = {};
-  const data = { version: 0, values: null, h: 0, w: 0, error: "", mags: {} };
+  const data = { version: 0, src: null, shape: [0, 0], values: null, h: 0, w: 0, error: "", mags: {} };
   const image = { version: 0, drawable: null, token: 0, error: "" };
   let lutVersion = 0;
   let lastKey = null;
@@ -149,12 +149,19 @@ export function createOverlay({ model, el }, deps = {}) {
     view.displayWidth = Number(model.get("display_width")) || 320;
   }
 
+  /** Decode the map once per change of (values, shape): the two usually arrive together. */
   function decodeData() {
+    const src = model.get("values");
+    const shape = model.get("shape") || [0, 0];
+    if (data.version > 0 && src === data.src && shape[0] === data.shape[0] && shape[1] === data.shape[1]) {
+      return false;
+    }
+    data.src = src;
+    data.shape = [shape[0], shape[1]];
     data.version++;
     data.mags = {};
     data.error = "";
-    const shape = model.get("shape") || [0, 0];
-    const bytes = asBytes(model.get("values"));
+    const bytes = asBytes(src);
     try {
       if (bytes.byteLength === 0) {
         data.values = null;
@@ -250,8 +257,11 @@ export function createOverlay({ model, el }, deps = {}) {
     const token = ++image.token;
     const bytes = asBytes(model.get("image"));
     if (bytes.byteLength === 0) {
+      const had = image.drawable !== null || image.error !== "";
+      if (image.drawable && typeof image.drawable.close === "function") image.drawable.close();
       image.drawable = null;
       image.error = "";
+      if (!had) return Promise.resolve();
       image.version++;
       showMessage();
       repaint();
@@ -341,8 +351,7 @@ export function createOverlay({ model, el }, deps = {}) {
     repaint();
   };
   const onData = () => {
-    decodeData();
-    onLeave();
+    if (decodeData()) onLeave();
     onTraits();
   };
   const onLuts = () => {
