@@ -177,9 +177,7 @@ def jupyter_server(
     env = dict(os.environ)
     # The kernel must import the working tree's critpath_widgets even when the package
     # is not installed in the environment; the kernel inherits the server's environment.
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
-    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     env["PATH"] = os.pathsep.join((str(Path(python).parent), env.get("PATH", "")))
     env["JUPYTER_RUNTIME_DIR"] = str(state / "runtime")
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -527,3 +525,70 @@ def overlay_selects(page, overlay_selector: str) -> list[dict]:
             options: [...s.options].map(o => o.value)}))""",
         overlay_selector,
     )
+
+
+# --------------------------------------------------------------------------- one-stop session
+
+
+@dataclass
+class ExplorerSession:
+    """An open notebook whose explorer has painted its first pathway overlay."""
+
+    server: JupyterServer
+    page: Any
+    errors: PageErrors
+    timings: dict[str, float]
+
+
+def notebook_under_test() -> Path:
+    """The committed notebook, or ``$CRITPATH_E2E_NOTEBOOK`` (for debugging the harness)."""
+    return Path(os.environ.get("CRITPATH_E2E_NOTEBOOK", NOTEBOOK))
+
+
+def open_explorer(
+    page, server: JupyterServer, name: str, ready_timeout_ms: float = 180_000
+) -> dict[str, float]:
+    """Open ``name``, Run All Cells, wait for the explorer's first painted overlay.
+
+    Returns wall-clock timings (seconds) of the steps.
+    """
+    t0 = time.perf_counter()
+    open_notebook(page, server, name)
+    t1 = time.perf_counter()
+    route = run_all_cells(page)
+    page.wait_for_selector(EXPLORER, timeout=ready_timeout_ms)
+    t2 = time.perf_counter()
+    try:
+        wait_painted(page, PATHWAY_OVERLAY, timeout_ms=ready_timeout_ms)
+    except Exception as exc:
+        raise HarnessError(
+            "the pathway overlay was not painted; notebook errors: "
+            f"{notebook_error_outputs(page)!r}; message area: {message_text(page)!r}"
+        ) from exc
+    t3 = time.perf_counter()
+    return {
+        "open_notebook_s": t1 - t0,
+        "explorer_shown_s": t2 - t1,
+        "first_paint_s": t3 - t1,
+        "run_all_route": route,  # type: ignore[dict-item]
+    }
+
+
+@contextlib.contextmanager
+def explorer_session(
+    notebook: Path | None = None, headless: bool = True
+) -> Iterator[ExplorerSession]:
+    """Server + browser + notebook opened and run; everything torn down on exit."""
+    find_chromium()
+    check_frontend_bundle()
+    notebook = notebook or notebook_under_test()
+    root = Path(tempfile.mkdtemp(prefix="critpath-e2e-"))
+    try:
+        name = copy_notebook(root, notebook)
+        with jupyter_server(root) as server, browser_context(headless=headless) as ctx:
+            page = ctx.new_page()
+            errors = PageErrors().attach(page)
+            timings = open_explorer(page, server, name)
+            yield ExplorerSession(server, page, errors, timings)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
