@@ -1,0 +1,364 @@
+"""LayerContributions: where along the network the contribution lives, site by site.
+
+An ipywidgets ``VBox`` made of two bqplot figures and an :class:`AttributionOverlay`:
+
+* the **layer chart** (CSS class ``critpath-layer-chart``): one stacked bar per site
+  in call order; the dark part is the contribution kept by the pathway, the light
+  part what the pathway removed, so the bar's height is the site's total
+  contribution. Hovering shows the site's name and "kept / total" neurons; clicking a
+  bar selects the site (trait ``selected_site``, -1 = none; settable from Python);
+* the **channel chart**: the selected site's per-channel contributions sorted in
+  descending order; channels with at least one kept neuron (the pathway's channels)
+  in a different colour;
+* an overlay of the selected site's spatial contribution map
+  (``explanation.site_map(i)``) over the image, sign "absolute", colormap "inferno".
+  Sites whose output is 2-D (linear layers) have no map: a message says so.
+
+Chart data stay numpy float arrays, which bqplot sends as binary buffers.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from typing import Any
+
+import bqplot as bq
+import ipywidgets as widgets
+import numpy as np
+import traitlets
+
+from .overlay import AttributionOverlay
+
+log = logging.getLogger(__name__)
+
+KEPT_COLOR = "#d95f02"
+REMOVED_COLOR = "#c9c9c9"
+PATHWAY_CHANNEL_COLOR = "#d95f02"
+OTHER_CHANNEL_COLOR = "#8da0cb"
+#: The channel chart shows at most this many channels (the largest ones).
+MAX_CHANNELS = 256
+
+
+def _np(x: Any) -> np.ndarray:
+    """Tensor / list / scalar -> float64 numpy array (on the CPU, detached)."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3g}"
+
+
+class LayerContributions(widgets.VBox):
+    """Contribution per site, the kept part, and the selected site's channels and map.
+
+    Parameters
+    ----------
+    explanation:
+        A :class:`critpath_widgets.Explanation` (or ``None`` for an empty panel).
+    image:
+        The display image the site maps are painted over (PIL image, array or PNG
+        bytes: whatever ``AttributionOverlay.set_data`` accepts), or ``None``.
+    sample:
+        Which sample of a batched explanation to show.
+    """
+
+    selected_site = traitlets.Int(-1, help="index of the selected site, -1 for none")
+
+    def __init__(self, explanation=None, image=None, *, sample: int = 0, **kwargs):
+        self._explanation = None
+        self._image = None
+        self._image_sent = False
+        self._summary: list = []
+        self._sample = int(sample)
+        self._syncing = False
+        self._channel_order = np.zeros(0, dtype=np.int64)
+        self._channel_values = np.zeros(0)
+        self._channel_pathway = np.zeros(0, dtype=bool)
+
+        # ---- layer chart -------------------------------------------------------
+        self._xs = bq.OrdinalScale()
+        self._ys = bq.LinearScale(min=0.0)
+        self._bar_tip = widgets.HTML()
+        self.bars = bq.Bars(
+            x=np.zeros(0),
+            y=np.zeros((2, 0)),
+            scales={"x": self._xs, "y": self._ys},
+            type="stacked",
+            colors=[KEPT_COLOR, REMOVED_COLOR],
+            labels=["kept by the pathway", "removed"],
+            display_legend=True,
+            padding=0.15,
+            interactions={"click": "select", "hover": "tooltip"},
+            selected_style={"stroke": "black", "stroke-width": 2},
+            unselected_style={"opacity": 0.55},
+            tooltip=self._bar_tip,
+        )
+        self.bars.on_hover(self._on_bar_hover)
+        self.bars.observe(self._on_bars_selected, "selected")
+        self._x_axis = bq.Axis(scale=self._xs, label="site (call order)", num_ticks=10)
+        self._y_axis = bq.Axis(
+            scale=self._ys, orientation="vertical", label="contribution", tick_format=".2g"
+        )
+        self.layer_figure = bq.Figure(
+            marks=[self.bars],
+            axes=[self._x_axis, self._y_axis],
+            title="Contribution per site (click a bar)",
+            legend_location="top-right",
+            fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 10},
+            layout=widgets.Layout(width="100%", height="260px"),
+        )
+        self.layer_figure.add_class("critpath-layer-chart")
+
+        # ---- channel chart -----------------------------------------------------
+        self._cxs = bq.LinearScale()
+        self._cys = bq.LinearScale(min=0.0)
+        self._channel_tip = widgets.HTML()
+        self.channel_bars = bq.Bars(
+            x=np.zeros(0),
+            y=np.zeros((2, 0)),
+            scales={"x": self._cxs, "y": self._cys},
+            type="stacked",
+            colors=[PATHWAY_CHANNEL_COLOR, OTHER_CHANNEL_COLOR],
+            labels=["pathway channel", "no kept neuron"],
+            display_legend=True,
+            padding=0.05,
+            tooltip=self._channel_tip,
+        )
+        self.channel_bars.on_hover(self._on_channel_hover)
+        self.channel_figure = bq.Figure(
+            marks=[self.channel_bars],
+            axes=[
+                bq.Axis(scale=self._cxs, label="channel rank", num_ticks=5, tick_format="d"),
+                bq.Axis(
+                    scale=self._cys,
+                    orientation="vertical",
+                    label="contribution",
+                    tick_format=".2g",
+                ),
+            ],
+            title="Channels of the selected site",
+            legend_location="top-right",
+            fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 10},
+            layout=widgets.Layout(width="60%", min_width="280px", height="260px"),
+        )
+        self.channel_figure.add_class("critpath-channel-chart")
+
+        # ---- site map overlay and text -------------------------------------------
+        self.overlay = AttributionOverlay(
+            colormap="inferno", sign="absolute", label="site contribution map"
+        )
+        self.overlay.add_class("critpath-site-overlay")
+        self.details = widgets.HTML(
+            value="<i>Select a site (click a bar) to see its channels and map.</i>"
+        )
+        self.details.add_class("critpath-layer-details")
+        lower = widgets.HBox(
+            [self.channel_figure, self.overlay],
+            layout=widgets.Layout(align_items="flex-start", width="100%"),
+        )
+        super().__init__(children=[self.layer_figure, self.details, lower], **kwargs)
+        self.add_class("critpath-layer-contributions")
+        self.update(explanation, image)
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def explanation(self):
+        """The Explanation currently shown (or ``None``)."""
+        return self._explanation
+
+    @property
+    def summary(self) -> list:
+        """``explanation.layer_summary()`` of the shown explanation."""
+        return list(self._summary)
+
+    def update(self, explanation=None, image=None) -> None:
+        """Redraw for a new explanation and/or image.
+
+        ``image=None`` keeps the current image (pass the same object again freely: the
+        image is only re-sent when it is a different object). The selected site is
+        kept when it still exists.
+        """
+        if image is not None and image is not self._image:
+            self._image = image
+            self._image_sent = False
+        self._explanation = explanation
+        self._summary = list(explanation.layer_summary(self._sample)) if explanation else []
+        n = len(self._summary)
+        if n:
+            kept = np.array([max(float(s.kept_total), 0.0) for s in self._summary])
+            total = np.array([float(s.total) for s in self._summary])
+            rest = np.clip(total - kept, 0.0, None)
+            y = np.vstack([kept, rest])
+            x = np.arange(n, dtype=np.float64)
+        else:
+            x = np.zeros(0)
+            y = np.zeros((2, 0))
+        with self.bars.hold_sync():
+            self.bars.x = x
+            self.bars.y = y
+            self._x_axis.tick_values = np.arange(0, n, max(1, int(np.ceil(n / 12))))
+        if self.selected_site >= n:
+            self.selected_site = -1  # observer clears the detail views
+        else:
+            self._show_site(self.selected_site)
+
+    # ------------------------------------------------------------------ selection
+    @traitlets.validate("selected_site")
+    def _validate_selected(self, proposal):
+        value = int(proposal["value"])
+        if value < -1 or (value != -1 and value >= len(self._summary)):
+            raise traitlets.TraitError(
+                f"selected_site must be -1 or in [0, {len(self._summary) - 1}], got {value}"
+            )
+        return value
+
+    @traitlets.observe("selected_site")
+    def _on_selected_site(self, change) -> None:
+        index = change["new"]
+        if not self._syncing:
+            self._syncing = True
+            try:
+                self.bars.selected = None if index < 0 else [index]
+            finally:
+                self._syncing = False
+        self._show_site(index)
+
+    def _on_bars_selected(self, change) -> None:
+        if self._syncing:
+            return
+        sel = change["new"]
+        if sel is None or len(sel) == 0:
+            index = -1
+        else:
+            index = int(np.asarray(sel).ravel()[-1])
+        if index >= len(self._summary):
+            index = -1
+        self._syncing = True
+        try:
+            if len(sel if sel is not None else []) > 1:
+                self.bars.selected = [index]  # single selection
+            self.selected_site = index
+        finally:
+            self._syncing = False
+
+    def _show_site(self, index: int) -> None:
+        if index < 0 or index >= len(self._summary) or self._explanation is None:
+            with self.channel_bars.hold_sync():
+                self.channel_bars.x = np.zeros(0)
+                self.channel_bars.y = np.zeros((2, 0))
+            self._channel_order = np.zeros(0, dtype=np.int64)
+            self._channel_values = np.zeros(0)
+            self._channel_pathway = np.zeros(0, dtype=bool)
+            self.channel_figure.title = "Channels of the selected site"
+            self._set_overlay(None, "Select a site to see its spatial contribution map.")
+            self.details.value = (
+                "<i>Select a site (click a bar) to see its channels and map.</i>"
+                if self._summary
+                else "<i>No explanation yet.</i>"
+            )
+            return
+        s = self._summary[index]
+        ch_total = _np(s.channel_total).ravel()
+        ch_kept = _np(s.channel_kept).ravel()
+        if ch_kept.shape != ch_total.shape:
+            ch_kept = np.zeros_like(ch_total)
+        in_path = self._pathway_channels(index, ch_kept)
+        order = np.argsort(-ch_total, kind="stable")
+        shown = order[:MAX_CHANNELS]
+        vals = ch_total[shown]
+        path = in_path[shown]
+        y = np.vstack([np.where(path, vals, 0.0), np.where(path, 0.0, vals)])
+        self._channel_order = shown
+        self._channel_values = vals.copy()
+        self._channel_pathway = path.copy()
+        with self.channel_bars.hold_sync():
+            self.channel_bars.x = np.arange(len(shown), dtype=np.float64)
+            self.channel_bars.y = y
+        n_ch = len(ch_total)
+        more = f" (largest {len(shown)} of {n_ch})" if n_ch > len(shown) else ""
+        self.channel_figure.title = f"Channels of site {index}{more}"
+        frac = s.kept / s.neurons if s.neurons else 0.0
+        kept_share = float(s.kept_total) / float(s.total) if float(s.total) > 0 else 0.0
+        shape = " x ".join(str(d) for d in s.shape)
+        self.details.value = (
+            f"<b>site {index}</b> <code>{html.escape(str(s.name))}</code> ({shape}): "
+            f"kept {s.kept:,} of {s.neurons:,} neurons ({frac:.1%}); "
+            f"contribution kept {_fmt(float(s.kept_total))} of {_fmt(float(s.total))} "
+            f"({kept_share:.0%}); {int(in_path.sum())} of {n_ch} channels in the pathway."
+        )
+        if len(s.shape) < 2:
+            self._set_overlay(
+                None, f"Site {index} is a linear layer ({shape}): it has no spatial map."
+            )
+            return
+        try:
+            site_map = self._explanation.site_map(index, sample=self._sample)
+        except Exception as err:  # noqa: BLE001 - show it, keep the panel usable
+            log.debug("site_map(%d) failed", index, exc_info=True)
+            self._set_overlay(None, f"No spatial map for site {index}: {err}")
+            return
+        self._set_overlay(_np(site_map).astype(np.float32), "", label=f"site {index} map")
+
+    def _pathway_channels(self, index: int, ch_kept: np.ndarray) -> np.ndarray:
+        """Boolean per channel: does the channel hold at least one kept neuron?"""
+        try:
+            mask = self._explanation.pathway.masks[index][self._sample]
+            if hasattr(mask, "detach"):
+                c = mask.shape[0]
+                return mask.reshape(c, -1).any(dim=1).cpu().numpy()
+        except Exception:  # noqa: BLE001 - fall back on the summary
+            pass
+        return ch_kept > 0
+
+    def _set_overlay(self, values, message: str, label: str | None = None) -> None:
+        ov = self.overlay
+        with ov.hold_sync():
+            if values is None:
+                ov.set_data(values=None)
+            elif not self._image_sent and self._image is not None:
+                ov.set_data(image=self._image, values=values)
+                self._image_sent = True
+            else:
+                ov.set_data(values=values)
+            ov.message = message
+            if label is not None:
+                ov.label = label
+
+    # ------------------------------------------------------------------ hover
+    def _on_bar_hover(self, _mark, event) -> None:
+        index = (event or {}).get("data", {}).get("index")
+        if index is None or not 0 <= int(index) < len(self._summary):
+            return
+        s = self._summary[int(index)]
+        self._bar_tip.value = (
+            f"<b>site {int(index)}</b> {html.escape(str(s.name))}<br>"
+            f"neurons kept {s.kept:,} / {s.neurons:,}<br>"
+            f"contribution kept {_fmt(float(s.kept_total))} / {_fmt(float(s.total))}"
+        )
+
+    def _on_channel_hover(self, _mark, event) -> None:
+        rank = (event or {}).get("data", {}).get("index")
+        if rank is None or not 0 <= int(rank) < len(self._channel_order):
+            return
+        ch = int(self._channel_order[int(rank)])
+        value = float(self._channel_values[int(rank)])
+        in_path = bool(self._channel_pathway[int(rank)])
+        self._channel_tip.value = (
+            f"<b>channel {ch}</b> (rank {int(rank)})<br>contribution {_fmt(value)}<br>"
+            + ("in the pathway" if in_path else "no kept neuron")
+        )
+
+    def channel_data(self) -> dict[str, np.ndarray]:
+        """The channel chart's data: channel ids in descending order of contribution,
+        their contributions, and whether each is a pathway channel."""
+        return {
+            "channels": self._channel_order.copy(),
+            "values": self._channel_values.copy(),
+            "pathway": self._channel_pathway.copy(),
+        }
+
+
+__all__ = ["LayerContributions"]
