@@ -1,0 +1,500 @@
+"""``AttributionOverlay``: an attribution map painted over its image, in the browser.
+
+The front end (``js/overlay.js``, bundled to ``critpath_widgets/static/overlay.js``)
+draws the image with the map on a canvas, a colour bar and a hover readout. The
+colormap, opacity, sign mode and percentile clipping are applied in the browser, so
+moving a control repaints at once without a round trip to the kernel; the new value
+is then synced back to the Python traits.
+
+Binary payloads (the PNG image, the float32 map, the colormap LUTs) travel as binary
+buffers of the widget protocol, never as JSON lists or base64.
+
+Colour mapping (the same in the browser and in :func:`colorize` here):
+
+* ``vmax`` = the ``clip_percentile`` percentile (linear interpolation) of the nonzero
+  magnitudes that the sign mode shows (``|v|`` for signed/absolute, ``v > 0`` for
+  positive, ``-v`` for ``v < 0`` for negative); 1 when there are none.
+* ``t`` = ``(v / vmax + 1) / 2`` (signed, diverging), ``max(v, 0) / vmax`` (positive),
+  ``max(-v, 0) / vmax`` (negative), ``|v| / vmax`` (absolute), clipped to [0, 1];
+  colour = LUT row ``min(floor(t * 256), 255)``.
+* alpha = ``opacity`` x the LUT's alpha in signed mode; in the one-sided modes it is
+  also multiplied by ``t``, so pixels without attribution leave the image visible.
+
+torch is never imported here: tensors are accepted by duck typing (``.detach()``).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import pathlib
+from typing import Any
+
+import anywidget
+import numpy as np
+import traitlets
+from traitlets import TraitError, default, validate
+
+from ..errors import CritpathError, InputError
+from . import colormaps as _cm
+
+#: Where ``npm run build`` writes the bundled front end.
+ESM_PATH = pathlib.Path(__file__).parent.parent / "static" / "overlay.js"
+
+SIGN_MODES: tuple[str, ...] = ("signed", "positive", "negative", "absolute")
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_MISSING_ESM = """
+export default { render({ el }) {
+  el.textContent = "critpath_widgets: the overlay front end (static/overlay.js) was not built.";
+} };
+"""
+
+
+class FrontendMissingError(CritpathError, FileNotFoundError):
+    """The bundled front end ``critpath_widgets/static/overlay.js`` is missing."""
+
+
+class _TraitInputError(InputError, TraitError):
+    """An :class:`InputError` that traitlets also recognises as a ``TraitError``.
+
+    Being a ``TraitError`` matters: inside ``hold_trait_notifications`` (used by the
+    constructor and by ``set_state`` for changes from the browser) traitlets rolls back
+    every trait of the batch only when a ``TraitError`` is raised, so a bad value
+    never leaves a half-updated widget.
+    """
+
+
+class _InputErrorMixin:
+    """Turn traitlets' own type errors (say ``opacity = "x"``) into ``InputError``."""
+
+    def error(self, obj, value, error=None, info=None):  # noqa: D102
+        try:
+            super().error(obj, value, error, info)  # type: ignore[misc]
+        except _TraitInputError:
+            raise
+        except TraitError as exc:
+            raise _TraitInputError(str(exc.args[0]) if exc.args else str(exc)) from None
+
+
+class _Bytes(_InputErrorMixin, traitlets.Bytes):
+    pass
+
+
+class _Float(_InputErrorMixin, traitlets.Float):
+    pass
+
+
+class _Int(_InputErrorMixin, traitlets.Int):
+    pass
+
+
+class _Unicode(_InputErrorMixin, traitlets.Unicode):
+    pass
+
+
+class _List(_InputErrorMixin, traitlets.List):
+    pass
+
+
+class _Tuple(_InputErrorMixin, traitlets.Tuple):
+    pass
+
+
+def _bad(msg: str) -> _TraitInputError:
+    return _TraitInputError(msg)
+
+
+# ---------------------------------------------------------------------------------
+# conversions
+# ---------------------------------------------------------------------------------
+
+
+def image_to_png(image: Any) -> bytes:
+    """PNG bytes of an RGB image given as a PIL image, PNG/JPEG/... bytes or an array.
+
+    Arrays may be ``uint8`` of shape (H, W, 3), (H, W, 4) (alpha dropped) or (H, W)
+    (grey), or floating point with values in [0, 1]. Raises ``InputError`` otherwise.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        try:
+            pil = Image.open(io.BytesIO(bytes(image)))
+            pil.load()
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise InputError(f"image bytes are not a readable image: {exc}") from None
+        if pil.format == "PNG" and pil.mode == "RGB":
+            return bytes(image)
+    elif isinstance(image, Image.Image):
+        pil = image
+    else:
+        if hasattr(image, "detach"):
+            image = image.detach().cpu().numpy()
+        try:
+            arr = np.asarray(image)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not an image"
+            raise InputError(f"cannot read an image from {type(image).__name__}: {exc}") from None
+        if arr.ndim == 3 and arr.shape[2] == 4:
+            arr = arr[:, :, :3]
+        if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
+            raise InputError(
+                f"image array must have shape (H, W, 3), (H, W, 4) or (H, W), not {arr.shape}"
+            )
+        if arr.size == 0:
+            raise InputError(f"image array is empty (shape {arr.shape})")
+        if arr.dtype == np.uint8:
+            pass
+        elif np.issubdtype(arr.dtype, np.floating):
+            if not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.max() > 1:
+                raise InputError(
+                    "a floating-point image array must hold finite values in [0, 1]; "
+                    "pass uint8 (0-255) otherwise"
+                )
+            arr = np.round(arr * 255).astype(np.uint8)
+        else:
+            raise InputError(f"image array must be uint8 (or float in [0, 1]), not {arr.dtype}")
+        pil = Image.fromarray(np.ascontiguousarray(arr))
+    if pil.mode != "RGB":
+        pil = pil.convert("RGB")
+    out = io.BytesIO()
+    pil.save(out, format="PNG")
+    return out.getvalue()
+
+
+def values_to_array(values: Any) -> np.ndarray:
+    """A finite 2-D float32 array from a numpy array, a torch tensor or nested lists."""
+    if hasattr(values, "detach"):  # a torch tensor, without importing torch
+        values = values.detach().float().cpu().numpy()
+    try:
+        arr = np.asarray(values)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"cannot read map values from {type(values).__name__}: {exc}") from None
+    if arr.ndim != 2:
+        hint = " (use .squeeze() or pick one map)" if arr.ndim > 2 else ""
+        raise InputError(f"map values must be a 2-D array, got shape {tuple(arr.shape)}{hint}")
+    if arr.size == 0:
+        raise InputError(f"map values are empty (shape {tuple(arr.shape)})")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or np.iscomplexobj(arr):
+        raise InputError(f"map values must be real numbers, not {arr.dtype}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = arr.astype("<f4")
+    if not np.all(np.isfinite(out)):
+        bad = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
+        raise InputError(
+            f"map values contain {bad} NaN or infinite entr{'y' if bad == 1 else 'ies'} "
+            "(or values beyond float32 range)"
+        )
+    return np.ascontiguousarray(out)
+
+
+def normalised_vmax(
+    values: np.ndarray, sign: str = "signed", clip_percentile: float = 99.5
+) -> float:
+    """The value mapped to the end of the colour scale, as the browser computes it."""
+    v = np.asarray(values, dtype=np.float32).ravel()
+    v = v[np.isfinite(v)]
+    if sign == "positive":
+        mags = v[v > 0]
+    elif sign == "negative":
+        mags = -v[v < 0]
+    else:
+        mags = np.abs(v)
+        mags = mags[mags > 0]
+    if mags.size == 0:
+        return 1.0
+    s = np.sort(mags).astype(np.float64)
+    pos = min(100.0, max(0.0, float(clip_percentile))) / 100.0 * (s.size - 1)
+    lo = math.floor(pos)
+    hi = min(s.size - 1, lo + 1)
+    vmax = float(s[lo] + (s[hi] - s[lo]) * (pos - lo))
+    return vmax if math.isfinite(vmax) and vmax > 0 else 1.0
+
+
+def colorize(
+    values: np.ndarray,
+    lut: np.ndarray,
+    sign: str = "signed",
+    opacity: float = 0.6,
+    vmax: float | None = None,
+    clip_percentile: float = 99.5,
+) -> np.ndarray:
+    """RGBA uint8 (H, W, 4) of the map layer exactly as the browser builds it
+    (before it is scaled onto the image)."""
+    v = np.asarray(values, dtype=np.float32).astype(np.float64)
+    if vmax is None:
+        vmax = normalised_vmax(v, sign, clip_percentile)
+    if sign == "positive":
+        t = np.maximum(v, 0) / vmax
+    elif sign == "negative":
+        t = np.maximum(-v, 0) / vmax
+    elif sign == "absolute":
+        t = np.abs(v) / vmax
+    else:
+        t = (v / vmax + 1) / 2
+    finite = np.isfinite(t)
+    t = np.clip(np.where(finite, t, 0), 0, 1)
+    idx = np.clip(np.floor(t * 256), 0, 255).astype(np.intp)
+    lut = np.asarray(lut, dtype=np.uint8).reshape(256, 4)
+    rgba = lut[idx].copy()
+    op = min(1.0, max(0.0, float(opacity)))
+    alpha = lut[idx, 3] / 255.0 * op * (t if sign != "signed" else 1.0)
+    rgba[..., 3] = np.floor(alpha * 255 + 0.5).astype(np.uint8)
+    rgba[~finite] = 0
+    return rgba
+
+
+# ---------------------------------------------------------------------------------
+# the widget
+# ---------------------------------------------------------------------------------
+
+
+class AttributionOverlay(anywidget.AnyWidget):
+    """An attribution map painted over its image, with colour bar and hover readout.
+
+    >>> w = AttributionOverlay(image=pil_image, values=saliency_2d, label="pathway gradient")
+    >>> w.set_data(values=new_map)          # image and map may be updated separately
+    >>> w.colormap, w.sign, w.opacity = "inferno", "positive", 0.8
+
+    Invalid values raise :class:`critpath_widgets.errors.InputError` and leave the
+    widget as it was.
+    """
+
+    _esm = ESM_PATH if ESM_PATH.is_file() else _MISSING_ESM
+
+    image = _Bytes(b"").tag(sync=True)
+    """PNG bytes of the RGB background image (the image the map is aligned to); ``b""``
+    for none. Set it with :meth:`set_data` to pass PIL images, arrays or other formats."""
+
+    values = _Bytes(b"").tag(sync=True)
+    """The raw map: float32 little-endian, row-major, of shape :attr:`shape`; sent as a
+    binary buffer. Set it with :meth:`set_data` so that ``values`` and ``shape`` change
+    together."""
+
+    shape = _Tuple(_Int(0), _Int(0), default_value=(0, 0)).tag(sync=True)
+    """(height, width) of the map."""
+
+    colormap = _Unicode("RdBu_r").tag(sync=True)
+    """Name of the matplotlib colormap in use. Setting a valid matplotlib name that is
+    not in :attr:`colormaps` appends it (and its LUT); an unknown name raises
+    ``InputError``."""
+
+    colormaps = _List(_Unicode(), default_value=list(_cm.DEFAULT_COLORMAPS)).tag(sync=True)
+    """Names offered in the colormap picker (matplotlib names, no duplicates). The
+    current :attr:`colormap` is always kept in the list (appended if missing)."""
+
+    luts = _Bytes().tag(sync=True)
+    """Computed, do not set: ``len(colormaps) x 256 x 4`` uint8 RGBA lookup tables, row
+    ``i`` of table ``k`` = ``matplotlib.colormaps[colormaps[k]](i / 255, bytes=True)``."""
+
+    opacity = _Float(0.6).tag(sync=True)
+    """Opacity of the map over the image, in [0, 1]."""
+
+    sign = _Unicode("signed").tag(sync=True)
+    """Which part of the map is shown: ``"signed"`` (diverging colormap centred on 0),
+    ``"positive"``, ``"negative"`` or ``"absolute"`` (magnitudes)."""
+
+    clip_percentile = _Float(99.5).tag(sync=True)
+    """Percentile in (0, 100] of the shown nonzero magnitudes that is mapped to the end
+    of the colour scale; larger values saturate."""
+
+    label = _Unicode("").tag(sync=True)
+    """Caption of the colour bar."""
+
+    message = _Unicode("").tag(sync=True)
+    """Text shown in the widget's message area (errors, status); ``""`` hides it."""
+
+    display_width = _Int(320).tag(sync=True)
+    """Width of the picture in CSS pixels (the canvas backing store is this times the
+    screen's devicePixelRatio)."""
+
+    def __init__(self, image: Any = None, values: Any = None, **kwargs: Any) -> None:
+        if not ESM_PATH.is_file():
+            raise FrontendMissingError(
+                f"The AttributionOverlay front end {ESM_PATH} is missing. In a source "
+                "checkout run `npm install && npm run build` at the repository root "
+                "(or `pip install -e .`, which runs them); otherwise reinstall "
+                "critpath-widgets."
+            )
+        if AttributionOverlay.__dict__["_esm"] is _MISSING_ESM:
+            # the bundle was built after this module was imported
+            AttributionOverlay._esm = ESM_PATH.read_text(encoding="utf-8")
+        if image is not None:
+            kwargs["image"] = image_to_png(image)
+        if values is not None:
+            if isinstance(values, (bytes, bytearray, memoryview)):
+                kwargs["values"] = bytes(values)
+            else:
+                arr = values_to_array(values)
+                kwargs["values"] = arr.tobytes()
+                kwargs["shape"] = tuple(int(s) for s in arr.shape)
+        if "values" in kwargs:
+            h, w = kwargs.get("shape", (0, 0))
+            n = len(kwargs["values"])
+            if n not in (0, int(h) * int(w) * 4):
+                raise InputError(
+                    f"values hold {n} bytes but shape {h}x{w} needs {int(h) * int(w) * 4} "
+                    "(float32); pass a 2-D array instead, or matching values and shape"
+                )
+        super().__init__(**kwargs)
+
+    # ---- atomic updates ------------------------------------------------------
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Changing the colormap (list) may append names and LUTs: send them all in
+        # one message so the browser never sees a name without its LUT.
+        if name in ("colormap", "colormaps") and getattr(self, "comm", None) is not None:
+            with self.hold_sync():
+                super().__setattr__(name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def set_data(self, image: Any = None, values: Any = None) -> None:
+        """Replace the background image and/or the map; ``None`` leaves one as it is.
+
+        ``image``: a PIL image, a uint8 (H, W, 3) array (also (H, W, 4), (H, W) or
+        float in [0, 1]) or image file bytes; stored as RGB PNG.
+        ``values``: a 2-D numpy array or torch tensor; stored as float32 bytes together
+        with :attr:`shape`. NaN/inf or non-2-D values raise ``InputError`` and change
+        nothing. Everything is converted before any trait changes, and sent to the
+        browser in one message.
+        """
+        png = None
+        arr = None
+        if image is not None:
+            png = image_to_png(image)
+        if values is not None:
+            arr = values_to_array(values)
+        with self.hold_sync(), self.hold_trait_notifications():
+            if png is not None:
+                self.image = png
+            if arr is not None:
+                self.values = arr.tobytes()
+                self.shape = (int(arr.shape[0]), int(arr.shape[1]))
+
+    def set_state(self, sync_data: dict[str, Any]) -> None:
+        """Apply a change from the browser; a rejected value is rolled back (traitlets
+        does it for ``TraitError``) and the browser is sent Python's values again."""
+        try:
+            super().set_state(sync_data)
+        except InputError:
+            keys = [k for k in sync_data if k in self.keys]
+            if keys and self.comm is not None:
+                self.send_state(keys)
+            raise
+
+    # ---- helpers ---------------------------------------------------------------
+
+    @property
+    def array(self) -> np.ndarray:
+        """The map as a (height, width) float32 array (a copy)."""
+        h, w = self.shape
+        return np.frombuffer(self.values, dtype="<f4").reshape(h, w).copy()
+
+    def vmax(self) -> float:
+        """The value at the end of the colour scale for the current sign and clipping."""
+        return normalised_vmax(self.array, self.sign, self.clip_percentile)
+
+    def to_rgba(self) -> np.ndarray:
+        """The map layer as (height, width, 4) uint8 RGBA, as the browser paints it
+        (before it is scaled onto the image)."""
+        return colorize(
+            self.array,
+            _cm.lut(self.colormap),
+            sign=self.sign,
+            opacity=self.opacity,
+            clip_percentile=self.clip_percentile,
+        )
+
+    # ---- defaults and validation ---------------------------------------------------
+
+    @default("luts")
+    def _default_luts(self) -> bytes:
+        return _cm.pack_luts(self.colormaps)
+
+    def _set_colormaps_and_luts(self, names: list[str]) -> None:
+        luts = _cm.pack_luts(names)  # may raise before anything changes
+        self.set_trait("luts", luts)
+        self.set_trait("colormaps", names)
+
+    @validate("colormap")
+    def _valid_colormap(self, proposal: Any) -> str:
+        name = proposal["value"]
+        if name in self.colormaps:
+            return name
+        try:
+            _cm.lut(name)
+        except InputError as exc:
+            raise _bad(str(exc)) from None
+        self._set_colormaps_and_luts([*self.colormaps, name])
+        return name
+
+    @validate("colormaps")
+    def _valid_colormaps(self, proposal: Any) -> list[str]:
+        names = list(dict.fromkeys(proposal["value"]))
+        current = self.colormap
+        if current not in names:
+            names.append(current)
+        try:
+            luts = _cm.pack_luts(names)
+        except InputError as exc:
+            raise _bad(f"colormaps: {exc}") from None
+        self.set_trait("luts", luts)
+        return names
+
+    @validate("opacity")
+    def _valid_opacity(self, proposal: Any) -> float:
+        v = proposal["value"]
+        if not (math.isfinite(v) and 0.0 <= v <= 1.0):
+            raise _bad(f"opacity must be in [0, 1], not {v!r}")
+        return v
+
+    @validate("sign")
+    def _valid_sign(self, proposal: Any) -> str:
+        v = proposal["value"]
+        if v not in SIGN_MODES:
+            raise _bad(f"sign must be one of {', '.join(SIGN_MODES)}, not {v!r}")
+        return v
+
+    @validate("clip_percentile")
+    def _valid_clip(self, proposal: Any) -> float:
+        v = proposal["value"]
+        if not (math.isfinite(v) and 0.0 < v <= 100.0):
+            raise _bad(f"clip_percentile must be in (0, 100], not {v!r}")
+        return v
+
+    @validate("display_width")
+    def _valid_width(self, proposal: Any) -> int:
+        v = proposal["value"]
+        if not 16 <= v <= 8192:
+            raise _bad(f"display_width must be between 16 and 8192 CSS pixels, not {v!r}")
+        return v
+
+    @validate("shape")
+    def _valid_shape(self, proposal: Any) -> tuple[int, int]:
+        h, w = proposal["value"]
+        if h < 0 or w < 0:
+            raise _bad(f"shape must be (height, width) with no negative side, not {(h, w)!r}")
+        return (h, w)
+
+    @validate("image")
+    def _valid_image(self, proposal: Any) -> bytes:
+        v = proposal["value"]
+        if v and not _is_png_bytes(v):
+            raise _bad("image must be PNG bytes; use set_data(image=...) for other formats")
+        return v
+
+
+def _is_png_bytes(x: Any) -> bool:
+    return isinstance(x, (bytes, bytearray)) and bytes(x[:8]) == _PNG_SIGNATURE
+
+
+__all__ = [
+    "AttributionOverlay",
+    "FrontendMissingError",
+    "SIGN_MODES",
+    "colorize",
+    "image_to_png",
+    "normalised_vmax",
+    "values_to_array",
+]
