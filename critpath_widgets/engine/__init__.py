@@ -1,0 +1,22 @@
+"""The pure-PyTorch engine: sites and hooks, scores, selection, pathway gradient.
+
+Nothing here imports a widget library, so scripts can use it on their own.
+"""
+
+from .explainer import METHODS, REDUCTIONS, Explanation, Pathway, PathwayExplainer, SiteSummary
+from .select import GRANULARITIES, SCOPES
+from .selection import topk_mask
+from .sites import DEFAULT_SITE_TYPES
+
+__all__ = [
+    "PathwayExplainer",
+    "Explanation",
+    "Pathway",
+    "SiteSummary",
+    "METHODS",
+    "SCOPES",
+    "GRANULARITIES",
+    "REDUCTIONS",
+    "DEFAULT_SITE_TYPES",
+    "topk_mask",
+]

@@ -1,0 +1,753 @@
+"""PathwayExplainer: neuron contributions, critical pathways and the pathway gradient.
+
+Implements Khakzar et al., "Neural Response Interpretation through the Lens of Critical
+Pathways" (CVPR 2021) with hooks on the user's model (no copy). Every public call
+leaves the model exactly as it found it: hooks removed, train/eval flags restored,
+parameters and buffers untouched (gradients are taken with ``torch.autograd.grad``,
+which never writes ``.grad``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import Cancelled, InputError, InputTypeError, ModelError, OptionError
+from .layout import SiteLayout
+from .select import (
+    GRANULARITIES,
+    SCOPES,
+    check_finite_scores,
+    check_scope,
+    check_sparsity,
+    keep_count,
+    select,
+)
+from .selection import topk_mask
+from .sites import (
+    SiteHooks,
+    SiteSpec,
+    eval_mode,
+    first_in_channels,
+    model_device,
+    model_dtype,
+    resolve_site_modules,
+)
+
+METHODS = ("neuron_mct", "neuron_intgrad", "greedy", "random")
+REDUCTIONS = ("max_abs", "abs_sum", "x_input")
+
+# Options each method accepts besides the common ones (granularity, progress).
+_METHOD_OPTIONS: dict[str, dict[str, Any]] = {
+    "neuron_mct": {},
+    "neuron_intgrad": {"steps": 10, "batch_size": 32},
+    "greedy": {"step_fraction": 0.01},
+    "random": {"seed": 0},
+}
+_COMMON_OPTIONS = {"granularity": "neuron", "progress": None}
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class Pathway:
+    """The critical pathway: one bool mask per site (True = neuron kept)."""
+
+    masks: list[torch.Tensor]
+    site_names: list[str]
+    sparsity: float
+    scope: str
+    granularity: str
+    flat: torch.Tensor = field(repr=False)
+
+    @property
+    def kept(self) -> torch.Tensor:
+        """Number of neurons kept per sample, LongTensor (N,)."""
+        return self.flat.sum(dim=1)
+
+    @property
+    def neurons(self) -> int:
+        """Number of neurons per sample over all sites."""
+        return int(self.flat.shape[1])
+
+    def jaccard(self, other: Pathway) -> torch.Tensor:
+        """Jaccard overlap per sample with another pathway of the same model and input."""
+        if self.flat.shape != other.flat.shape:
+            raise InputError("pathways of different models or inputs cannot be compared")
+        inter = (self.flat & other.flat).sum(dim=1).double()
+        union = (self.flat | other.flat).sum(dim=1).double()
+        return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+@dataclass
+class SiteSummary:
+    """Per-site figures for one sample: what the layer panel plots."""
+
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    neurons: int
+    kept: int
+    total: float
+    kept_total: float
+    channel_total: torch.Tensor
+    channel_kept: torch.Tensor
+
+
+@dataclass
+class Explanation:
+    """Result of :meth:`PathwayExplainer.explain`: pathway, scores and pathway gradient."""
+
+    saliency: torch.Tensor
+    scores: list[torch.Tensor]
+    pathway: Pathway
+    target: torch.Tensor
+    logits: torch.Tensor
+    pathway_logits: torch.Tensor
+    method: str
+    inputs: torch.Tensor = field(repr=False)
+    contributions: list[torch.Tensor] = field(repr=False)
+    explainer: PathwayExplainer = field(repr=False)
+    _flat_scores: torch.Tensor = field(repr=False)
+    _flat_contrib: torch.Tensor = field(repr=False)
+    _layout: SiteLayout = field(repr=False)
+
+    @property
+    def sparsity(self) -> float:
+        """Share of neurons removed from the network."""
+        return self.pathway.sparsity
+
+    @property
+    def scope(self) -> str:
+        """"global" (one threshold over all sites) or "layer" (same share per site)."""
+        return self.pathway.scope
+
+    @property
+    def granularity(self) -> str:
+        """"neuron" or "channel"."""
+        return self.pathway.granularity
+
+    @property
+    def site_names(self) -> list[str]:
+        """Names of the sites, in call order."""
+        return self.pathway.site_names
+
+    def saliency_map(self, reduce: str = "max_abs") -> torch.Tensor:
+        """(N, H, W) map: per pixel the channel value of largest magnitude (sign kept),
+        the sum of magnitudes, or gradient x input summed over channels."""
+        s = self.saliency
+        if reduce == "max_abs":
+            idx = s.abs().argmax(dim=1, keepdim=True)
+            return s.gather(1, idx).squeeze(1)
+        if reduce == "abs_sum":
+            return s.abs().sum(dim=1)
+        if reduce == "x_input":
+            return (s * self.inputs).sum(dim=1)
+        raise OptionError(f"unknown reduce {reduce!r}; choose one of {', '.join(REDUCTIONS)}")
+
+    def at_sparsity(self, sparsity: float) -> Explanation:
+        """The explanation at another sparsity from the cached scores (one masked pass)."""
+        s = check_sparsity(sparsity)
+        return self.explainer._from_scores(
+            self.inputs,
+            self.target,
+            self.method,
+            self._flat_scores,
+            self._flat_contrib,
+            self._layout,
+            self.site_names,
+            self.logits,
+            s,
+            self.scope,
+            self.granularity,
+        )
+
+    def layer_summary(self, sample: int = 0) -> list[SiteSummary]:
+        """Per site: neurons, kept neurons, total and kept contribution, per-channel sums."""
+        n = self.saliency.shape[0]
+        if not -n <= sample < n:
+            raise InputError(f"sample {sample} out of range for a batch of {n}")
+        out = []
+        for i, (c, m) in enumerate(zip(self.contributions, self.pathway.masks, strict=True)):
+            c = c[sample].detach()
+            m = m[sample]
+            ch = c.shape[0] if c.dim() else 1
+            kept_c = c * m
+            ct = c.reshape(ch, -1).sum(dim=1)
+            ck = kept_c.reshape(ch, -1).sum(dim=1)
+            out.append(
+                SiteSummary(
+                    index=i,
+                    name=self.site_names[i],
+                    shape=tuple(c.shape),
+                    neurons=int(m.numel()),
+                    kept=int(m.sum()),
+                    total=float(ct.sum()),
+                    kept_total=float(ck.sum()),
+                    channel_total=ct.cpu(),
+                    channel_kept=ck.cpu(),
+                )
+            )
+        return out
+
+    def site_map(self, index: int, sample: int = 0) -> torch.Tensor:
+        """(H, W) spatial contribution map of one site: contributions summed over channels."""
+        if not 0 <= index < len(self.contributions):
+            raise InputError(f"site index {index} out of range (0..{len(self.contributions) - 1})")
+        c = self.contributions[index][sample].detach()
+        if c.dim() != 3:
+            raise InputError(
+                f"site {self.site_names[index]!r} has output shape {tuple(c.shape)}: "
+                "no spatial map (only conv sites shaped (C, H, W) have one)"
+            )
+        return c.sum(dim=0)
+
+
+class PathwayExplainer:
+    """Explains a classifier's answer by its critical pathway and pathway gradient.
+
+    ``sites`` chooses the recorded modules: None (ReLU, ReLU6, LeakyReLU, Hardtanh,
+    PReLU), module types, module names, or a predicate ``f(name, module)``.
+    """
+
+    methods: tuple[str, ...] = METHODS
+    scopes: tuple[str, ...] = SCOPES
+    granularities: tuple[str, ...] = GRANULARITIES
+
+    def __init__(self, model: nn.Module, sites: SiteSpec = None):
+        self.model = model
+        self._modules = resolve_site_modules(model, sites)
+        self._in_channels = first_in_channels(model)
+        self._protect = False  # set when a model modifies site outputs in place
+        self._broadcast_ok: bool | None = None  # neuron_intgrad prefix sharing verified
+
+    # ------------------------------------------------------------------ public API
+    def explain(
+        self,
+        x: torch.Tensor,
+        target: int | Sequence[int] | torch.Tensor | None = None,
+        method: str = "neuron_mct",
+        sparsity: float = 0.7,
+        scope: str = "global",
+        **options: Any,
+    ) -> Explanation:
+        """Score neurons, keep the critical pathway, and backpropagate through it only.
+
+        ``x`` is a (N, C, H, W) batch; ``target`` None explains each sample's predicted
+        class. Options: ``granularity`` ("neuron"/"channel"), ``progress`` (True for a
+        tqdm bar, or ``f(done, total)``; raising :class:`Cancelled` in it aborts),
+        ``steps`` and ``batch_size`` (neuron_intgrad), ``step_fraction`` (greedy),
+        ``seed`` (random).
+        """
+        if method not in METHODS:
+            raise OptionError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        opts = self._check_options(method, options)
+        s = check_sparsity(sparsity)
+        scope, granularity = check_scope(scope, opts["granularity"])
+        x = self._check_input(x)
+        progress = _progress_fn(opts["progress"], method)
+        try:
+            with self._session() as hooks:
+                logits, acts, grads, tgt = self._score_pass(hooks, x, target)
+                layout = SiteLayout.from_tensors(acts)
+                contrib = _contributions(acts, grads, layout)
+                names = list(hooks.names)
+                if method == "neuron_mct":
+                    flat = contrib
+                elif method == "neuron_intgrad":
+                    flat = self._intgrad(hooks, x, tgt, acts, grads, layout, opts, progress)
+                elif method == "random":
+                    g = torch.Generator(device="cpu").manual_seed(int(opts["seed"]))
+                    flat = torch.rand(contrib.shape, generator=g).to(contrib.device)
+                else:
+                    flat = self._greedy(hooks, x, tgt, contrib, layout, s, scope,
+                                        granularity, opts, progress)
+                del acts, grads
+                check_finite_scores(flat)
+                return self._pathway_pass(hooks, x, tgt, method, flat, contrib, layout, names,
+                                          logits, s, scope, granularity)
+        finally:
+            if hasattr(progress, "close"):
+                progress.close()
+
+    def gradient(
+        self, x: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The plain gradient of the target logit with respect to the input (N, C, H, W)."""
+        x = self._check_input(x)
+        with _grad_enabled(), eval_mode(self.model):
+            xg = x.detach().requires_grad_(True)
+            logits = self._forward(xg)
+            tgt = self._resolve_target(target, logits)
+            (g,) = torch.autograd.grad(logits.gather(1, tgt[:, None]).sum(), xg)
+        return g
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the model in eval mode, without gradients (model left as it was)."""
+        x = self._check_input(x)
+        with torch.no_grad(), eval_mode(self.model):
+            return self._forward(x)
+
+    # ------------------------------------------------------------------ internals
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[SiteHooks]:
+        with _grad_enabled(), eval_mode(self.model), SiteHooks(self._modules) as hooks:
+            yield hooks
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        try:
+            out = self.model(x)
+        except (Cancelled, ModelError, InputError):
+            raise
+        except RuntimeError as e:
+            raise ModelError(f"the model's forward pass failed on input {tuple(x.shape)}: {e}") from e
+        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ModelError(
+                f"the model must return logits shaped (N, classes); got {shape} for a batch "
+                f"of {x.shape[0]}"
+            )
+        return out
+
+    def _check_options(self, method: str, options: dict[str, Any]) -> dict[str, Any]:
+        allowed = {**_COMMON_OPTIONS, **_METHOD_OPTIONS[method]}
+        for k in options:
+            if k not in allowed:
+                users = [m for m, o in _METHOD_OPTIONS.items() if k in o]
+                hint = f" (it belongs to {', '.join(users)})" if users else ""
+                raise OptionError(
+                    f"unknown option {k!r} for method {method!r}{hint}; accepted: "
+                    f"{', '.join(sorted(allowed))}"
+                )
+        opts = {**allowed, **options}
+        for k in ("steps", "batch_size"):
+            if k in opts and (isinstance(opts[k], bool) or not isinstance(opts[k], int)
+                              or opts[k] < 1):
+                raise InputError(f"{k} must be a positive integer, got {opts[k]!r}")
+        if "step_fraction" in opts:
+            f = opts["step_fraction"]
+            if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < 1:
+                raise InputError(f"step_fraction must be in (0, 1), got {f!r}")
+        if "seed" in opts and (isinstance(opts["seed"], bool) or not isinstance(opts["seed"], int)):
+            raise InputError(f"seed must be an integer, got {opts['seed']!r}")
+        return opts
+
+    def _check_input(self, x: Any) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise InputTypeError(
+                f"x must be a torch.Tensor shaped (N, C, H, W), got {type(x).__name__}"
+            )
+        if x.dim() != 4:
+            raise InputError(
+                f"x must be 4-D (N, C, H, W), got shape {tuple(x.shape)}"
+                + (" (add a batch dimension: x[None])" if x.dim() == 3 else "")
+            )
+        if x.shape[0] == 0 or x.numel() == 0:
+            raise InputError(f"x is empty: shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise InputTypeError(f"x must be a floating-point tensor, got {x.dtype}")
+        if self._in_channels is not None and x.shape[1] != self._in_channels:
+            raise InputError(
+                f"x has {x.shape[1]} channels but the model's first convolution expects "
+                f"{self._in_channels}"
+            )
+        if not bool(torch.isfinite(x).all()):
+            raise InputError("x contains NaN or infinite values")
+        return x.detach().to(device=model_device(self.model), dtype=model_dtype(self.model))
+
+    def _resolve_target(self, target: Any, logits: torch.Tensor) -> torch.Tensor:
+        n, k = logits.shape
+        if target is None:
+            return logits.detach().argmax(dim=1)
+        if isinstance(target, bool):
+            raise InputTypeError("target must be an int, a sequence of ints or a LongTensor")
+        if isinstance(target, int):
+            t = torch.full((n,), target, dtype=torch.long)
+        elif isinstance(target, torch.Tensor):
+            if target.is_floating_point() or target.dtype == torch.bool or target.is_complex():
+                raise InputTypeError(f"target must hold integers, got {target.dtype}")
+            t = target.reshape(-1).long()
+            if t.numel() == 1:
+                t = t.expand(n)
+        elif isinstance(target, Sequence) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in target
+        ):
+            t = torch.tensor(list(target), dtype=torch.long)
+        else:
+            raise InputTypeError(
+                f"target must be an int, a sequence of ints or a LongTensor, got {target!r}"
+            )
+        if t.numel() != n:
+            raise InputError(f"target has {t.numel()} entries for a batch of {n}")
+        bad = (t < 0) | (t >= k)
+        if bool(bad.any()):
+            raise InputError(
+                f"target {t[bad][0].item()} out of range: the model has {k} classes (0..{k - 1})"
+            )
+        return t.to(logits.device)
+
+    def _run(self, hooks: SiteHooks, x: torch.Tensor, handler: Callable[..., Any]) -> torch.Tensor:
+        """One forward pass with ``handler`` at every site; checks the site count."""
+        with hooks.pass_with(handler) as count:
+            logits = self._forward(x)
+        n = count()
+        if n == 0:
+            raise ModelError(
+                "no site was called during the forward pass: the chosen activation modules "
+                f"({', '.join(sorted({type(m).__name__ for _, m in self._modules}))}) are "
+                "registered but never used"
+            )
+        if hooks.names and n != len(hooks.names):
+            raise ModelError(
+                f"the model called its activation modules {n} times in this pass but "
+                f"{len(hooks.names)} times before: the forward pass must not depend on the data"
+            )
+        return logits
+
+    def _score_pass(
+        self, hooks: SiteHooks, x: torch.Tensor, target: Any
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """Forward with every neuron on; returns logits, site outputs a, dy/da, targets."""
+        for attempt in range(2):
+            acts: list[torch.Tensor] = []
+            versions: list[int] = []
+            protect = self._protect
+
+            def record(i: int, name: str, out: torch.Tensor) -> torch.Tensor | None:
+                acts.append(out)
+                versions.append(out._version)
+                return out.clone() if protect else None
+
+            xg = x.detach().requires_grad_(True)
+            logits = self._run(hooks, xg, record)
+            if protect or all(a._version == v for a, v in zip(acts, versions, strict=True)):
+                break
+            self._protect = True  # a later op wrote into a site output: record copies
+        tgt = self._resolve_target(target, logits)
+        y = logits.gather(1, tgt[:, None]).sum()
+        grads = torch.autograd.grad(y, acts, allow_unused=True)
+        grads = [torch.zeros_like(a) if g is None else g for a, g in zip(acts, grads, strict=True)]
+        return logits.detach(), [a.detach() for a in acts], grads, tgt
+
+    def _masked_pass(
+        self, hooks: SiteHooks, x: torch.Tensor, tgt: torch.Tensor, masks: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward/backward with each site's output multiplied by its mask."""
+
+        def apply(i: int, name: str, out: torch.Tensor) -> torch.Tensor:
+            return out * masks[i]
+
+        xg = x.detach().requires_grad_(True)
+        logits = self._run(hooks, xg, apply)
+        (g,) = torch.autograd.grad(logits.gather(1, tgt[:, None]).sum(), xg)
+        return logits.detach(), g
+
+    def _pathway_pass(
+        self,
+        hooks: SiteHooks,
+        x: torch.Tensor,
+        tgt: torch.Tensor,
+        method: str,
+        flat: torch.Tensor,
+        contrib: torch.Tensor,
+        layout: SiteLayout,
+        names: list[str],
+        logits: torch.Tensor,
+        sparsity: float,
+        scope: str,
+        granularity: str,
+    ) -> Explanation:
+        mask_flat = select(flat, layout, sparsity, scope, granularity)
+        masks = layout.views(mask_flat)
+        p_logits, sal = self._masked_pass(hooks, x, tgt, masks)
+        return Explanation(
+            saliency=sal,
+            scores=layout.views(flat),
+            pathway=Pathway(masks, names, sparsity, scope, granularity, mask_flat),
+            target=tgt,
+            logits=logits,
+            pathway_logits=p_logits,
+            method=method,
+            inputs=x,
+            contributions=layout.views(contrib),
+            explainer=self,
+            _flat_scores=flat,
+            _flat_contrib=contrib,
+            _layout=layout,
+        )
+
+    def _from_scores(
+        self,
+        x: torch.Tensor,
+        tgt: torch.Tensor,
+        method: str,
+        flat: torch.Tensor,
+        contrib: torch.Tensor,
+        layout: SiteLayout,
+        names: list[str],
+        logits: torch.Tensor,
+        sparsity: float,
+        scope: str,
+        granularity: str,
+    ) -> Explanation:
+        with self._session() as hooks:
+            hooks.names.extend(names)
+            return self._pathway_pass(hooks, x, tgt, method, flat, contrib, layout, names,
+                                      logits, sparsity, scope, granularity)
+
+    # ------------------------------------------------------------------ NeuronIntGrad
+    def _intgrad(
+        self,
+        hooks: SiteHooks,
+        x: torch.Tensor,
+        tgt: torch.Tensor,
+        acts: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        layout: SiteLayout,
+        opts: dict[str, Any],
+        progress: ProgressFn | None,
+    ) -> torch.Tensor:
+        """|a * mean over alpha in {0, 1/m, ..., 1} of dy/d(alpha a)|, one site at a time.
+
+        alpha = 1 reuses the score pass's gradient. For a single image the layers before
+        the site run once at batch 1 and the alpha-scaled copies broadcast from the site
+        on (verified once per explainer against the full-batch computation).
+        """
+        steps, chunk = int(opts["steps"]), int(opts["batch_size"])
+        alphas = torch.arange(steps, dtype=x.dtype, device=x.device) / steps  # 0 .. (m-1)/m
+        n = x.shape[0]
+        flat = torch.empty(n, layout.total, dtype=x.dtype, device=x.device)
+        out_views = layout.views(flat)
+        total = len(acts)
+        for i in range(total):
+            gsum = self._alpha_grad_sum(hooks, x, tgt, i, alphas, chunk)
+            gsum += grads[i]
+            torch.mul(acts[i], gsum, out=out_views[i])
+            if progress is not None:
+                progress(i + 1, total)
+        flat.abs_().div_(steps + 1)
+        return flat
+
+    def _alpha_grad_sum(
+        self,
+        hooks: SiteHooks,
+        x: torch.Tensor,
+        tgt: torch.Tensor,
+        site: int,
+        alphas: torch.Tensor,
+        chunk: int,
+    ) -> torch.Tensor:
+        """Sum over alphas of dy/dz at z = alpha * a_site, shaped like the site output."""
+        n = x.shape[0]
+        if n == 1 and self._broadcast_ok is not False:
+            try:
+                g = self._alpha_grads_broadcast(hooks, x, tgt, site, alphas, chunk)
+            except (ModelError, RuntimeError):
+                g = None
+            if g is not None and self._broadcast_ok is None:
+                ref = self._alpha_grads_full(hooks, x, tgt, site, alphas, chunk)
+                ok = torch.allclose(g, ref, rtol=1e-4, atol=1e-6 * float(ref.abs().max()) + 1e-12)
+                self._broadcast_ok = bool(ok)
+                g = g if ok else ref
+            if g is not None:
+                return g
+            self._broadcast_ok = False
+        return self._alpha_grads_full(hooks, x, tgt, site, alphas, chunk)
+
+    def _alpha_grads_broadcast(
+        self,
+        hooks: SiteHooks,
+        x: torch.Tensor,
+        tgt: torch.Tensor,
+        site: int,
+        alphas: torch.Tensor,
+        chunk: int,
+    ) -> torch.Tensor:
+        """Single image: prefix at batch 1, the site output becomes a batch of alphas."""
+        total: torch.Tensor | None = None
+        for a_chunk in alphas.split(chunk):
+            zs: list[torch.Tensor] = []
+
+            def scale(i: int, name: str, out: torch.Tensor, a=a_chunk) -> torch.Tensor | None:
+                if i != site:
+                    return None
+                z = (a.view(-1, *([1] * (out.dim() - 1))) * out.detach()).requires_grad_(True)
+                zs.append(z)
+                return z.clone() if self._protect else z
+
+            xg = x.detach()
+            with hooks.pass_with(scale):
+                logits = self.model(xg)
+            if not isinstance(logits, torch.Tensor) or logits.shape[0] != a_chunk.numel():
+                raise ModelError("batch broadcast from a site is not supported by this model")
+            y = logits[:, tgt[0]].sum()
+            (g,) = torch.autograd.grad(y, zs[0])
+            g = g.sum(dim=0, keepdim=True)
+            total = g if total is None else total + g
+        assert total is not None
+        return total
+
+    def _alpha_grads_full(
+        self,
+        hooks: SiteHooks,
+        x: torch.Tensor,
+        tgt: torch.Tensor,
+        site: int,
+        alphas: torch.Tensor,
+        chunk: int,
+    ) -> torch.Tensor:
+        """Any batch: every (sample, alpha) pair is a row of a batched forward pass."""
+        n, m = x.shape[0], alphas.numel()
+        rows_sample = torch.arange(n, device=x.device).repeat_interleave(m)
+        rows_alpha = alphas.repeat(n)
+        total: torch.Tensor | None = None
+        for idx in torch.arange(n * m, device=x.device).split(chunk):
+            si, al = rows_sample[idx], rows_alpha[idx]
+            zs: list[torch.Tensor] = []
+
+            def scale(i: int, name: str, out: torch.Tensor, al=al) -> torch.Tensor | None:
+                if i != site:
+                    return None
+                z = (al.view(-1, *([1] * (out.dim() - 1))) * out.detach()).requires_grad_(True)
+                zs.append(z)
+                return z.clone() if self._protect else z
+
+            logits = self._run(hooks, x[si], scale)
+            y = logits.gather(1, tgt[si][:, None]).sum()
+            (g,) = torch.autograd.grad(y, zs[0])
+            if total is None:
+                total = torch.zeros((n, *g.shape[1:]), dtype=g.dtype, device=g.device)
+            total.index_add_(0, si, g)
+        assert total is not None
+        return total
+
+    # ------------------------------------------------------------------ Greedy
+    def _greedy(
+        self,
+        hooks: SiteHooks,
+        x: torch.Tensor,
+        tgt: torch.Tensor,
+        contrib: torch.Tensor,
+        layout: SiteLayout,
+        sparsity: float,
+        scope: str,
+        granularity: str,
+        opts: dict[str, Any],
+        progress: ProgressFn | None,
+    ) -> torch.Tensor:
+        """Remove ``step_fraction`` of the neurons at a time, re-scoring by NeuronMCT.
+
+        Returns a ranking key: removed neurons get their removal round (earliest lowest),
+        the survivors rank above every removed one by their last score, so selecting
+        from the key at this sparsity gives the greedy pathway (and at a lower sparsity
+        the greedy pathway of that round).
+        """
+        if granularity != "neuron":
+            raise OptionError("greedy selection supports granularity='neuron' only")
+        n = x.shape[0]
+        frac = float(opts["step_fraction"])
+        if scope == "global":
+            groups = [(0, layout.total)]
+        else:
+            groups = list(zip(layout.offsets, layout.sizes, strict=True))
+        targets = [keep_count(size, sparsity) for _, size in groups]
+        steps = [max(1, round(frac * size)) for _, size in groups]
+        kept_now = [size for _, size in groups]
+        rounds = max(
+            math.ceil((size - t) / st) if size > t else 0
+            for (_, size), t, st in zip(groups, targets, steps, strict=True)
+        )
+        key = torch.full_like(contrib, float(rounds))
+        mask = torch.ones_like(contrib, dtype=torch.bool)
+        scores = contrib
+        for r in range(rounds):
+            if r > 0:
+                scores = self._masked_scores(hooks, x, tgt, layout.views(mask), layout)
+            new_mask = mask.clone()
+            for gi, (o, size) in enumerate(groups):
+                keep = max(targets[gi], kept_now[gi] - steps[gi])
+                if keep == kept_now[gi]:
+                    continue
+                s = torch.where(mask[:, o : o + size], scores[:, o : o + size], -math.inf)
+                new_mask[:, o : o + size] = topk_mask(s, keep)
+                kept_now[gi] = keep
+            removed = mask & ~new_mask
+            key[removed] = float(r)
+            mask = new_mask
+            if progress is not None:
+                progress(r + 1, rounds)
+        if rounds:
+            scores = self._masked_scores(hooks, x, tgt, layout.views(mask), layout)
+        # survivors: rounds + their last score squashed into [0, 1)
+        top = scores.amax(dim=1, keepdim=True).clamp(min=torch.finfo(scores.dtype).tiny)
+        key = torch.where(mask, float(rounds) + 0.5 * scores / top, key)
+        return key
+
+    def _masked_scores(
+        self,
+        hooks: SiteHooks,
+        x: torch.Tensor,
+        tgt: torch.Tensor,
+        masks: list[torch.Tensor],
+        layout: SiteLayout,
+    ) -> torch.Tensor:
+        """NeuronMCT scores |z * dy/dz| of the network restricted to ``masks``."""
+        zs: list[torch.Tensor] = []
+
+        def apply(i: int, name: str, out: torch.Tensor) -> torch.Tensor:
+            z = out * masks[i]
+            zs.append(z)
+            return z.clone() if self._protect else z
+
+        logits = self._run(hooks, x.detach().requires_grad_(True), apply)
+        grads = torch.autograd.grad(logits.gather(1, tgt[:, None]).sum(), zs, allow_unused=True)
+        grads = [torch.zeros_like(z) if g is None else g for z, g in zip(zs, grads, strict=True)]
+        return _contributions([z.detach() for z in zs], grads, layout)
+
+
+def _contributions(
+    acts: list[torch.Tensor], grads: list[torch.Tensor], layout: SiteLayout
+) -> torch.Tensor:
+    """NeuronMCT |a * dy/da| of every site, written into one flat (N, total) buffer."""
+    n = acts[0].shape[0]
+    flat = torch.empty(n, layout.total, dtype=acts[0].dtype, device=acts[0].device)
+    for a, g, v in zip(acts, grads, layout.views(flat), strict=True):
+        torch.mul(a, g, out=v)
+    return flat.abs_()
+
+
+@contextlib.contextmanager
+def _grad_enabled() -> Iterator[None]:
+    """Gradients on, even when the caller is inside no_grad or inference_mode."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def _progress_fn(progress: Any, method: str) -> Any:
+    """Normalise the progress option to None, a tqdm-backed callable, or the user's callable."""
+    if progress is None or progress is False:
+        return None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc=method, unit="step")
+
+        class _Bar:
+            def __call__(self, done: int, total: int) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+            def close(self) -> None:
+                bar.close()
+
+        return _Bar()
+    if callable(progress):
+        return progress
+    raise OptionError(f"progress must be None, True or a callable(done, total), got {progress!r}")

@@ -1,0 +1,104 @@
+"""Pathway selection: which neurons (or channels) to keep, globally or per site."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import InputError, OptionError
+from .layout import SiteLayout
+from .selection import topk_mask
+
+SCOPES = ("global", "layer")
+GRANULARITIES = ("neuron", "channel")
+
+
+def check_sparsity(sparsity: object) -> float:
+    """Validate a sparsity value: a real number in [0, 1)."""
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
+        if not (isinstance(sparsity, torch.Tensor) and sparsity.numel() == 1):
+            raise InputError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
+        sparsity = float(sparsity)
+    s = float(sparsity)
+    if not math.isfinite(s) or not 0.0 <= s < 1.0:
+        raise InputError(f"sparsity must be in [0, 1) (the share of neurons removed), got {s}")
+    return s
+
+
+def check_scope(scope: object, granularity: object) -> tuple[str, str]:
+    """Validate scope and granularity names."""
+    if scope not in SCOPES:
+        raise OptionError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")
+    if granularity not in GRANULARITIES:
+        raise OptionError(
+            f"unknown granularity {granularity!r}; choose one of {', '.join(GRANULARITIES)}"
+        )
+    return str(scope), str(granularity)
+
+
+def keep_count(n: int, sparsity: float) -> int:
+    """Number kept out of n at this sparsity: round((1 - sparsity) * n) (Python rounding)."""
+    return min(n, max(0, round((1.0 - sparsity) * n)))
+
+
+def channel_scores(flat: torch.Tensor, layout: SiteLayout) -> torch.Tensor:
+    """(N, total channels): each channel's score is the sum of its neurons' scores."""
+    n = flat.shape[0]
+    parts = [
+        layout.slice(flat, i).reshape(n, c, -1).sum(dim=2)
+        for i, c in enumerate(layout.channels())
+    ]
+    return torch.cat(parts, dim=1)
+
+
+def expand_channels(ch_mask: torch.Tensor, layout: SiteLayout) -> torch.Tensor:
+    """Flat neuron mask (N, total) from a channel mask (N, total channels)."""
+    n = ch_mask.shape[0]
+    out = torch.empty(n, layout.total, dtype=torch.bool, device=ch_mask.device)
+    o = 0
+    for i, c in enumerate(layout.channels()):
+        per = layout.sizes[i] // c
+        layout.slice(out, i).view(n, c, per).copy_(ch_mask[:, o : o + c, None].expand(n, c, per))
+        o += c
+    return out
+
+
+def select(
+    flat: torch.Tensor,
+    layout: SiteLayout,
+    sparsity: float,
+    scope: str = "global",
+    granularity: str = "neuron",
+) -> torch.Tensor:
+    """Flat bool mask (N, total) of the pathway kept at ``sparsity``.
+
+    global: one threshold per sample over every site; layer: the same share in each site.
+    neuron granularity ranks neurons; channel granularity ranks channels by summed score.
+    """
+    if granularity == "channel":
+        ch = channel_scores(flat, layout)
+        counts = layout.channels()
+        if scope == "global":
+            ch_mask = topk_mask(ch, keep_count(ch.shape[1], sparsity))
+        else:
+            ch_mask = torch.empty_like(ch, dtype=torch.bool)
+            o = 0
+            for c in counts:
+                ch_mask[:, o : o + c] = topk_mask(ch[:, o : o + c], keep_count(c, sparsity))
+                o += c
+        return expand_channels(ch_mask, layout)
+    if scope == "global":
+        return topk_mask(flat, keep_count(layout.total, sparsity))
+    out = torch.empty_like(flat, dtype=torch.bool)
+    for i, size in enumerate(layout.sizes):
+        layout.slice(out, i).copy_(topk_mask(layout.slice(flat, i), keep_count(size, sparsity)))
+    return out
+
+
+def check_finite_scores(flat: torch.Tensor) -> None:
+    """Scores must be finite for a meaningful ranking."""
+    if not bool(torch.isfinite(flat).all()):
+        raise InputError(
+            "contribution scores are not finite (the model produced inf/NaN gradients)"
+        )
