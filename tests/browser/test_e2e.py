@@ -19,7 +19,7 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-ERROR_WORDS = re.compile(r"error|exception|traceback|failed", re.IGNORECASE)
+ERROR_WORDS = re.compile(r"\berror\b|exception|traceback", re.IGNORECASE)
 PATHWAY_CANVAS = f"{H.PATHWAY_OVERLAY} {H.OVERLAY_CANVAS}"
 COLORMAP_SELECT = f"{H.PATHWAY_OVERLAY} select.critpath-overlay-colormap"
 
@@ -151,7 +151,13 @@ def test_no_errors(explorer):
     assert not explorer.errors.page_errors, f"JS errors on the page: {explorer.errors.page_errors}"
     assert not H.notebook_error_outputs(page), H.notebook_error_outputs(page)
     msg = H.message_text(page)
+    # The explorer tags its messages with data-kind = info | busy | warning | error.
+    kinds = page.eval_on_selector_all(
+        f"{H.MESSAGE} [data-kind]", "els => els.map(e => e.dataset.kind)"
+    )
+    assert "error" not in kinds, f"explorer message area shows an error: {msg!r}"
     assert not ERROR_WORDS.search(msg), f"explorer message area shows an error: {msg!r}"
+    print(f"\n[e2e] message area: {msg!r}")
     overlay_msgs = page.eval_on_selector_all(
         f"{H.EXPLORER} .critpath-overlay-message", "els => els.map(e => e.innerText)"
     )
