@@ -297,3 +297,61 @@ def test_missing_bundle_gives_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(ov, "ESM_PATH", tmp_path / "overlay.js")
     with pytest.raises(ov.FrontendMissingError, match="npm install && npm run build"):
         AttributionOverlay()
+
+
+_NODE_SCRIPT = """
+import { colorize, computeVmax, shownMagnitudes } from "./js/lib/colormap.js";
+let s = "";
+process.stdin.on("data", (c) => (s += c));
+process.stdin.on("end", () => {
+  const q = JSON.parse(s);
+  const values = new Float32Array(new Uint8Array(Buffer.from(q.values, "base64")).buffer);
+  const lut = new Uint8Array(Buffer.from(q.lut, "base64"));
+  const out = {};
+  for (const sign of ["signed", "positive", "negative", "absolute"]) {
+    const vmax = computeVmax(shownMagnitudes(values, sign), q.clip);
+    const rgba = colorize(values, lut, { sign, opacity: q.opacity, vmax });
+    out[sign] = { vmax, rgba: Buffer.from(rgba.buffer).toString("base64") };
+  }
+  process.stdout.write(JSON.stringify(out));
+});
+"""
+
+
+def test_python_reference_matches_the_browser_code():
+    """colorize/normalised_vmax here and js/lib/colormap.js give the same pixels."""
+    import base64
+    import json
+    import pathlib
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    root = pathlib.Path(__file__).resolve().parent.parent
+    if node is None or not (root / "js" / "lib" / "colormap.js").is_file():
+        pytest.skip("node or js sources not available")
+    rng = np.random.default_rng(3)
+    v = (rng.standard_normal((17, 23)) * 3).astype(np.float32)
+    v[rng.random(v.shape) < 0.2] = 0
+    table = cm.lut("viridis")
+    query = {
+        "values": base64.b64encode(v.astype("<f4").tobytes()).decode(),
+        "lut": base64.b64encode(table.tobytes()).decode(),
+        "clip": 97.3,
+        "opacity": 0.7,
+    }
+    res = subprocess.run(
+        [node, "--input-type=module", "-e", _NODE_SCRIPT],
+        input=json.dumps(query),
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=60,
+        check=True,
+    )
+    out = json.loads(res.stdout)
+    for sign, got in out.items():
+        assert got["vmax"] == pytest.approx(ov.normalised_vmax(v, sign, 97.3), rel=1e-12)
+        js = np.frombuffer(base64.b64decode(got["rgba"]), np.uint8).reshape(17, 23, 4)
+        py = ov.colorize(v, table, sign, 0.7, clip_percentile=97.3)
+        np.testing.assert_array_equal(js, py, err_msg=sign)
