@@ -197,7 +197,9 @@ class PathwayExplorer(widgets.VBox):
         reduce: str = "max_abs",
         **kwargs,
     ):
-        trait_values = {k: kwargs.pop(k) for k in ("method", "sparsity", "target", "scope") if k in kwargs}
+        trait_values = {
+            k: kwargs.pop(k) for k in ("method", "sparsity", "target", "scope") if k in kwargs
+        }
         # ---- state (before any trait is touched) ---------------------------------
         self._cond = threading.Condition(threading.RLock())
         self._local = threading.local()
@@ -358,7 +360,7 @@ class PathwayExplorer(widgets.VBox):
         if image is None and photo_ok and self._sample_names:
             image = "coffee" if "coffee" in self._sample_names else self._sample_names[0]
         if image is not None:
-            self.set_image(image)
+            self.set_image(image, keep_target=not self._target_auto)
 
     # ======================================================================= setup
     def _setup_model(self, model) -> None:
@@ -428,10 +430,11 @@ class PathwayExplorer(widgets.VBox):
             return str(self._categories[index])
         return f"class {index}"
 
-    def set_image(self, image, name: str | None = None) -> None:
+    def set_image(self, image, name: str | None = None, *, keep_target: bool = False) -> None:
         """Show another picture: a sample name, PIL image, array, file bytes, path or
         preprocessed tensor. Decoding happens in the worker; a bad picture shows a
-        message and the previous one stays. The target follows the new prediction."""
+        message and the previous one stays. The target follows the new prediction
+        unless ``keep_target``."""
         sample = None
         if isinstance(image, str) and image in self._sample_names and not Path(image).is_file():
             sample = image
@@ -449,7 +452,8 @@ class PathwayExplorer(widgets.VBox):
         with self._cond:
             self._entries[entry.id] = entry
             self._image_id = entry.id
-            self._target_auto = True
+            if not keep_target:
+                self._target_auto = True
             self._trim_images()
         with self._quiet():
             self.photo_picker.value = sample
@@ -490,21 +494,24 @@ class PathwayExplorer(widgets.VBox):
                 link.unlink()
             except Exception:  # noqa: BLE001
                 pass
-        for w in (
-            self.pathway_overlay,
-            self.gradient_overlay,
-            self.layers,
-            self.photo_picker,
-            self.upload,
-            self.target_picker,
-            self.method_picker,
-            self.sparsity_slider,
-            self.scope_buttons,
-            self.progress,
-            self.cancel_button,
-            self.message,
+        for name in (
+            "pathway_overlay",
+            "gradient_overlay",
+            "layers",
+            "photo_picker",
+            "upload",
+            "target_picker",
+            "method_picker",
+            "sparsity_slider",
+            "scope_buttons",
+            "progress",
+            "progress_label",
+            "cancel_button",
+            "message",
         ):
-            w.close()
+            w = getattr(self, name, None)
+            if w is not None:
+                w.close()
         super().close()
 
     # ============================================================ trait plumbing
@@ -601,7 +608,8 @@ class PathwayExplorer(widgets.VBox):
                 options = list(base)
                 values = [v for _, v in options]
         if target not in values:
-            p = entry.probs[target] if entry is not None and entry.probs is not None else None
+            probs = entry.probs if entry is not None else None
+            p = probs[target] if probs is not None and 0 <= target < len(probs) else None
             label = self.category(target) + (f" ({p:.1%})" if p is not None else "")
             options.append((label, target))
         with self.target_picker.hold_sync():
@@ -698,7 +706,9 @@ class PathwayExplorer(widgets.VBox):
         target = entry.predicted if req.target is None else int(req.target)
         n_classes = int(entry.probs.shape[0])
         if not 0 <= target < n_classes:
-            raise InputError(f"target {target} is not a class index of this model (0..{n_classes - 1})")
+            raise InputError(
+                f"target {target} is not a class index of this model (0..{n_classes - 1})"
+            )
         key = (entry.id, target, req.method, req.scope)
         t0 = time.perf_counter()
         with self._cond:
@@ -762,9 +772,7 @@ class PathwayExplorer(widgets.VBox):
                 except Exception as err:  # noqa: BLE001
                     raise InputError(f"preprocess failed on this image: {err}") from err
                 if not isinstance(x, torch.Tensor):
-                    raise InputError(
-                        f"preprocess must return a tensor, got {type(x).__name__}"
-                    )
+                    raise InputError(f"preprocess must return a tensor, got {type(x).__name__}")
                 if x.ndim == 3:
                     x = x.unsqueeze(0)
             if x.ndim != 4 or x.shape[0] != 1:
@@ -801,7 +809,8 @@ class PathwayExplorer(widgets.VBox):
         if self._image_id == entry.id:
             with self._quiet():
                 target = entry.predicted if self._target_auto else int(self.target)
-                self._sync_target_picker(target, entry)
+                if 0 <= target < len(probs):
+                    self._sync_target_picker(target, entry)
                 if self._target_auto and self.target != target:
                     self.target = target
 
@@ -883,16 +892,20 @@ class PathwayExplorer(widgets.VBox):
     def _summary_text(self, e, entry, target, seconds) -> str:
         p = float(entry.probs[target]) if entry.probs is not None else float("nan")
         try:
-            summ = e.layer_summary(0) if not hasattr(self.layers, "summary") else self.layers.summary
+            summ = self.layers.summary
             kept = sum(int(s.kept) for s in summ)
             total = sum(int(s.neurons) for s in summ)
-            kept_txt = f"the pathway keeps {kept:,} of {total:,} neurons ({kept / max(total, 1):.1%})"
+            kept_txt = (
+                f"the pathway keeps {kept:,} of {total:,} neurons ({kept / max(total, 1):.1%})"
+            )
         except Exception:  # noqa: BLE001
             kept_txt = "pathway selected"
         try:
             y = float(e.logits[0, target])
             yp = float(e.pathway_logits[0, target])
-            logit_txt = f"; target logit {yp:.3g} through the pathway vs {y:.3g} in the full network"
+            logit_txt = (
+                f"; target logit {yp:.3g} through the pathway vs {y:.3g} in the full network"
+            )
         except Exception:  # noqa: BLE001
             logit_txt = ""
         return (
@@ -956,9 +969,7 @@ class PathwayExplorer(widgets.VBox):
                 self._sync_target_picker(shown["target"])
                 self.target = shown["target"]
             reverted = True
-        text = (
-            f"Cancelled: {_esc(METHOD_LABELS.get(req.method, req.method))} was not computed."
-        )
+        text = f"Cancelled: {_esc(METHOD_LABELS.get(req.method, req.method))} was not computed."
         if reverted:
             text += " The controls are back to the result on show."
         self._show_message(text, "warning")
@@ -1005,8 +1016,9 @@ class PathwayExplorer(widgets.VBox):
         kept = np.array([max(float(s.kept_total), 0.0) for s in summ])
         total = np.array([float(s.total) for s in summ])
         ax_bar.bar(idx, kept, color="#d95f02", label="kept by the pathway")
-        ax_bar.bar(idx, np.clip(total - kept, 0, None), bottom=kept, color="#c9c9c9",
-                   label="removed")
+        ax_bar.bar(
+            idx, np.clip(total - kept, 0, None), bottom=kept, color="#c9c9c9", label="removed"
+        )
         if self.layers.selected_site >= 0:
             i = self.layers.selected_site
             ax_bar.bar([i], [total[i]], fill=False, edgecolor="black", linewidth=1.5)
@@ -1025,47 +1037,36 @@ class PathwayExplorer(widgets.VBox):
 
     @staticmethod
     def _draw_overlay(fig, ax, display, overlay) -> None:
+        """Draw an AttributionOverlay as the browser paints it, with its colour bar."""
         import matplotlib
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
 
         ax.set_axis_off()
         ax.set_title(overlay.label, fontsize=9)
-        h, w = (int(v) for v in overlay.shape) if overlay.shape else (0, 0)
-        raw = bytes(overlay.values or b"")
+        h, w = (int(v) for v in overlay.shape)
         if display is not None:
             ax.imshow(display)
             H, W = display.shape[:2]
         else:
             H, W = h, w
-        if not raw or h * w == 0:
+        if not overlay.values or h * w == 0:
             return
-        values = np.frombuffer(raw, dtype=np.float32).reshape(h, w).astype(np.float64)
-        sign = overlay.sign
-        if sign == "positive":
-            shown = np.clip(values, 0, None)
-        elif sign == "negative":
-            shown = np.clip(-values, 0, None)
-        elif sign == "absolute":
-            shown = np.abs(values)
-        else:
-            shown = values
-        vmax = float(np.percentile(np.abs(shown), float(overlay.clip_percentile)))
-        if not np.isfinite(vmax) or vmax <= 0:
-            vmax = float(np.abs(shown).max()) or 1.0
-        vmin = -vmax if sign == "signed" else 0.0
-        try:
-            cmap = matplotlib.colormaps[overlay.colormap]
-        except KeyError:
-            cmap = matplotlib.colormaps["RdBu_r" if sign == "signed" else "inferno"]
-        im = ax.imshow(
-            shown,
-            cmap=cmap,
-            vmin=vmin,
-            vmax=vmax,
-            alpha=float(overlay.opacity),
+        ax.imshow(
+            overlay.to_rgba(),
             extent=(-0.5, W - 0.5, H - 0.5, -0.5),
             interpolation="nearest",
         )
-        fig.colorbar(im, ax=ax, orientation="horizontal", fraction=0.05, pad=0.02)
+        ax.set_xlim(-0.5, W - 0.5)
+        ax.set_ylim(H - 0.5, -0.5)
+        vmax = float(overlay.vmax())
+        vmin = -vmax if overlay.sign == "signed" else 0.0
+        cmap = matplotlib.colormaps[overlay.colormap]
+        sm = ScalarMappable(norm=Normalize(vmin=vmin, vmax=vmax), cmap=cmap)
+        cb = fig.colorbar(sm, ax=ax, orientation="horizontal", fraction=0.05, pad=0.02)
+        cb.set_label(
+            f"{overlay.sign} (clipped at the {overlay.clip_percentile:g}th percentile)", fontsize=8
+        )
 
 
 __all__ = ["PathwayExplorer"]

@@ -136,9 +136,7 @@ def to_rgb(
     if isinstance(image, np.ndarray):
         image = _array_to_pil(image)
     if not isinstance(image, Image.Image):
-        raise InputTypeError(
-            f"expected a PIL image or a numpy array, got {type(image).__name__}"
-        )
+        raise InputTypeError(f"expected a PIL image or a numpy array, got {type(image).__name__}")
     w, h = image.size
     if w < min_side or h < min_side:
         raise InputError(

@@ -99,9 +99,7 @@ class LayerContributions(widgets.VBox):
         self.bars.on_hover(self._on_bar_hover)
         self.bars.observe(self._on_bars_selected, "selected")
         self._x_axis = bq.Axis(scale=self._xs, label="site (call order)", num_ticks=10)
-        self._y_axis = bq.Axis(
-            scale=self._ys, orientation="vertical", label="contribution", tick_format=".2g"
-        )
+        self._y_axis = bq.Axis(scale=self._ys, side="left", label="contribution", tick_format=".2g")
         self.layer_figure = bq.Figure(
             marks=[self.bars],
             axes=[self._x_axis, self._y_axis],
@@ -134,7 +132,7 @@ class LayerContributions(widgets.VBox):
                 bq.Axis(scale=self._cxs, label="channel rank", num_ticks=5, tick_format="d"),
                 bq.Axis(
                     scale=self._cys,
-                    orientation="vertical",
+                    side="left",
                     label="contribution",
                     tick_format=".2g",
                 ),
@@ -317,7 +315,12 @@ class LayerContributions(widgets.VBox):
         ov = self.overlay
         with ov.hold_sync():
             if values is None:
-                ov.set_data(values=None)
+                if ov.values:
+                    ov.values = b""
+                    ov.shape = (0, 0)
+                if not self._image_sent and self._image is not None:
+                    ov.set_data(image=self._image)
+                    self._image_sent = True
             elif not self._image_sent and self._image is not None:
                 ov.set_data(image=self._image, values=values)
                 self._image_sent = True

@@ -1,0 +1,181 @@
+"""LayerContributions: bars per site, kept <= total, site selection, channel chart, map."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+import traitlets
+
+from critpath_widgets import AttributionOverlay, LayerContributions, PathwayExplainer
+
+
+def _hooks_empty(model: nn.Module) -> bool:
+    return all(
+        not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
+        for m in model.modules()
+    )
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(num_classes=10).eval()
+
+
+@pytest.fixture(scope="module")
+def x64():
+    torch.manual_seed(1)
+    return torch.randn(1, 3, 64, 64)
+
+
+@pytest.fixture(scope="module")
+def explanation(resnet, x64):
+    return PathwayExplainer(resnet).explain(x64, sparsity=0.7)
+
+
+@pytest.fixture(scope="module")
+def image64():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+
+
+def _bars(w: LayerContributions) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(w.bars.y, dtype=np.float64)
+    return np.asarray(w.bars.x), y
+
+
+def test_one_bar_per_site_and_kept_le_total(explanation, image64):
+    w = LayerContributions(explanation, image64)
+    summary = explanation.layer_summary()
+    n_sites = len(explanation.pathway.masks)
+    x, y = _bars(w)
+    assert len(summary) == n_sites
+    assert len(x) == n_sites and y.shape == (2, n_sites)
+    assert y.dtype == np.float64  # numpy arrays: bqplot sends binary buffers
+    kept, rest = y
+    total = kept + rest
+    assert np.all(kept >= 0) and np.all(rest >= 0)
+    assert np.all(kept <= total + 1e-9)
+    np.testing.assert_allclose(kept, [s.kept_total for s in summary], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(total, [s.total for s in summary], rtol=1e-5, atol=1e-6)
+    for s in summary:
+        assert 0 <= s.kept <= s.neurons
+    assert w.selected_site == -1
+    assert "critpath-layer-chart" in w.layer_figure._dom_classes
+    assert isinstance(w.overlay, AttributionOverlay)
+    assert w.overlay.sign == "absolute" and w.overlay.colormap == "inferno"
+    assert len(w.channel_data()["values"]) == 0
+
+
+def test_selecting_a_site_fills_channels_and_map(explanation, image64):
+    w = LayerContributions(explanation, image64)
+    i = 3
+    w.selected_site = i
+    assert list(np.asarray(w.bars.selected)) == [i]
+    data = w.channel_data()
+    summary = explanation.layer_summary()[i]
+    c = summary.shape[0]
+    assert len(data["values"]) == min(c, 256)
+    # sorted in descending order, and they are the site's channel totals
+    assert np.all(np.diff(data["values"]) <= 1e-12)
+    ch_total = summary.channel_total.detach().numpy()
+    np.testing.assert_allclose(data["values"], ch_total[data["channels"]], rtol=1e-6)
+    # pathway channels = those with a kept neuron
+    mask = explanation.pathway.masks[i][0]
+    in_path = mask.reshape(mask.shape[0], -1).any(1).numpy()
+    np.testing.assert_array_equal(data["pathway"], in_path[data["channels"]])
+    # the two stacked rows split the bars by colour
+    y = np.asarray(w.channel_bars.y)
+    assert y.shape == (2, len(data["values"]))
+    assert np.all((y[0] == 0) | (y[1] == 0))
+    # the overlay shows the site map
+    site_map = explanation.site_map(i).detach().float().numpy()
+    assert tuple(w.overlay.shape) == site_map.shape
+    np.testing.assert_allclose(w.overlay.array, site_map, rtol=1e-6)
+    assert w.overlay.image[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"site {i}" in w.details.value and "kept" in w.details.value
+    # deselect
+    w.selected_site = -1
+    assert w.bars.selected is None or len(w.bars.selected) == 0
+    assert len(w.channel_data()["values"]) == 0
+    assert w.overlay.values == b""
+
+
+def test_click_from_front_end_selects(explanation, image64):
+    w = LayerContributions(explanation, image64)
+    # what bqplot's front end sends on a bar click
+    w.bars.set_state({"selected": [5]})
+    assert w.selected_site == 5
+    assert len(w.channel_data()["values"]) > 0
+    w.bars.selected = [2, 6]  # multi-selection collapses to the last bar
+    assert w.selected_site == 6
+    assert list(np.asarray(w.bars.selected)) == [6]
+    w.bars.selected = None
+    assert w.selected_site == -1
+
+
+def test_hover_tooltip_text(explanation):
+    w = LayerContributions(explanation)
+    w._on_bar_hover(w.bars, {"event": "hover", "data": {"index": 1}})
+    s = explanation.layer_summary()[1]
+    assert f"{s.kept:,} / {s.neurons:,}" in w._bar_tip.value
+    w.selected_site = 1
+    w._on_channel_hover(w.channel_bars, {"event": "hover", "data": {"index": 0}})
+    assert "channel" in w._channel_tip.value
+
+
+def test_invalid_selection_rejected(explanation):
+    w = LayerContributions(explanation)
+    n = len(explanation.layer_summary())
+    with pytest.raises(traitlets.TraitError):
+        w.selected_site = n
+    with pytest.raises(traitlets.TraitError):
+        w.selected_site = -2
+    assert w.selected_site == -1
+
+
+def test_update_keeps_selection_and_empty_state(resnet, x64, explanation, image64):
+    w = LayerContributions()
+    assert len(_bars(w)[0]) == 0
+    w.update(explanation, image64)
+    w.selected_site = 4
+    before = w.channel_data()["pathway"].sum()
+    denser = explanation.at_sparsity(0.2)
+    w.update(denser)
+    assert w.selected_site == 4
+    assert w.explanation is denser
+    after = w.channel_data()["pathway"].sum()
+    assert after >= before
+    x, y = _bars(w)
+    np.testing.assert_allclose(y[0], [s.kept_total for s in denser.layer_summary()], rtol=1e-6)
+    w.update(None)
+    assert w.selected_site == -1 and len(_bars(w)[0]) == 0
+    assert _hooks_empty(resnet)
+
+
+def test_linear_site_has_channels_but_no_map():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(),
+        nn.Linear(96, 12),
+        nn.ReLU(),
+        nn.Linear(12, 5),
+    ).eval()
+    e = PathwayExplainer(model).explain(torch.randn(1, 3, 16, 16), sparsity=0.5)
+    w = LayerContributions(e, np.zeros((16, 16, 3), np.uint8))
+    assert len(_bars(w)[0]) == 2
+    w.selected_site = 1
+    data = w.channel_data()
+    assert len(data["values"]) == 12
+    assert np.all(np.diff(data["values"]) <= 1e-12)
+    assert w.overlay.values == b""
+    assert "no spatial map" in w.overlay.message
+    w.selected_site = 0
+    assert tuple(w.overlay.shape) == (16, 16)
+    assert w.overlay.message == ""
