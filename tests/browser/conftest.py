@@ -19,7 +19,10 @@ def _require(check) -> None:
     try:
         check()
     except H.HarnessError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        failure = str(exc)
+    else:
+        return
+    pytest.fail(failure, pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -62,10 +65,13 @@ def explorer(jupyter, browser, notebook_root):
     page = browser.new_page()
     errors = H.PageErrors().attach(page)
     try:
+        failure = None
         try:
             timings = H.open_explorer(page, jupyter, name)
         except H.HarnessError as exc:
-            pytest.fail(f"{exc}\n--- server log ---\n{jupyter.log_tail(40)}", pytrace=False)
+            failure = f"{exc}\n--- server log (tail) ---\n{jupyter.log_tail(40)}"
+        if failure:
+            pytest.fail(failure, pytrace=False)
         print(f"\n[e2e] timings: {timings}")
         yield H.ExplorerSession(jupyter, page, errors, timings)
     finally:

@@ -139,8 +139,17 @@ class JupyterServer:
             lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return ""
-        # Long lines (minified JS in a node stack trace) are cut short.
-        return "\n".join(line[:300] for line in lines[-n:])
+        # Drop the node stack traces JupyterLab's build checks print when the server runs
+        # inside a package.json "type": "module" tree (harmless), cut long lines short.
+        kept, skipping = [], False
+        for line in lines:
+            if line.startswith("file:///") or line.startswith("Fail to get yarn"):
+                skipping = True
+            if not skipping:
+                kept.append(line[:300])
+            if line.startswith("Node.js v"):
+                skipping = False
+        return "\n".join(kept[-n:])
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -558,13 +567,29 @@ def open_explorer(
     route = run_all_cells(page)
     page.wait_for_selector(EXPLORER, timeout=ready_timeout_ms)
     t2 = time.perf_counter()
+    canvas_sel = f"{PATHWAY_OVERLAY} {OVERLAY_CANVAS}"
     try:
-        wait_painted(page, PATHWAY_OVERLAY, timeout_ms=ready_timeout_ms)
+        # Painted, or fail fast on an error shown by the explorer or the notebook.
+        outcome = page.wait_for_function(
+            f"""([sel, msg]) => {{
+                if (document.querySelector(msg + ' [data-kind="error"]')) return 'error';
+                if (document.querySelector(
+                    '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]'))
+                    return 'error';
+                const s = ({_CANVAS_STATS_JS})(sel);
+                return (!!s && !s.error && s.opaque > 0 && !s.uniform) ? 'painted' : false;
+            }}""",
+            arg=[canvas_sel, MESSAGE],
+            timeout=ready_timeout_ms,
+            polling=200,
+        ).json_value()
     except Exception as exc:
+        outcome = f"timeout ({exc.__class__.__name__})"
+    if outcome != "painted":
         raise HarnessError(
-            "the pathway overlay was not painted; notebook errors: "
+            f"the pathway overlay was not painted ({outcome}); notebook errors: "
             f"{notebook_error_outputs(page)!r}; message area: {message_text(page)!r}"
-        ) from exc
+        )
     t3 = time.perf_counter()
     return {
         "open_notebook_s": t1 - t0,
