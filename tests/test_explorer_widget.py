@@ -458,6 +458,7 @@ def test_target_out_of_range_before_image_is_ready_shows_error(model):
         w.close()
 
 
+@pytest.mark.slow
 def test_save_figure(explorer, tmp_path):
     w = explorer
     w.layers.selected_site = 2

@@ -719,14 +719,15 @@ class PathwayExplorer(widgets.VBox):
             long = req.method in LONG_METHODS
             if long:
                 self._show_progress(req)
+            options = {"steps": self._steps} if req.method == "neuron_intgrad" else {}
             e = self._explainer.explain(
                 entry.x,
                 target=target,
                 method=req.method,
                 sparsity=req.sparsity,
                 scope=req.scope,
-                steps=self._steps,
                 progress=self._make_progress(req),
+                **options,
             )
             self.stats["explain"] += 1
             if long:
@@ -782,8 +783,11 @@ class PathwayExplorer(widgets.VBox):
                 x = x.to(device=param.device, dtype=param.dtype)
             except StopIteration:
                 pass
-            with torch.no_grad():
-                logits = self._model(x)
+            if hasattr(self._explainer, "predict"):
+                logits = self._explainer.predict(x)  # eval mode, no hooks, no grad
+            else:
+                with torch.no_grad():
+                    logits = self._model(x)
             if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
                 raise InputError("the model must return logits of shape (1, classes)")
             probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
