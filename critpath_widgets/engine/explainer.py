@@ -306,7 +306,9 @@ class PathwayExplainer:
         except (Cancelled, ModelError, InputError):
             raise
         except RuntimeError as e:
-            raise ModelError(f"the model's forward pass failed on input {tuple(x.shape)}: {e}") from e
+            raise ModelError(
+                f"the model's forward pass failed on input {tuple(x.shape)}: {e}"
+            ) from e
         if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ModelError(
@@ -414,12 +416,14 @@ class PathwayExplainer:
         self, hooks: SiteHooks, x: torch.Tensor, target: Any
     ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
         """Forward with every neuron on; returns logits, site outputs a, dy/da, targets."""
-        for attempt in range(2):
+        for _attempt in range(2):
             acts: list[torch.Tensor] = []
             versions: list[int] = []
             protect = self._protect
 
-            def record(i: int, name: str, out: torch.Tensor) -> torch.Tensor | None:
+            def record(
+                i: int, name: str, out: torch.Tensor, acts=acts, versions=versions, protect=protect
+            ) -> torch.Tensor | None:
                 acts.append(out)
                 versions.append(out._version)
                 return out.clone() if protect else None
@@ -574,7 +578,9 @@ class PathwayExplainer:
         for a_chunk in alphas.split(chunk):
             zs: list[torch.Tensor] = []
 
-            def scale(i: int, name: str, out: torch.Tensor, a=a_chunk) -> torch.Tensor | None:
+            def scale(
+                i: int, name: str, out: torch.Tensor, a=a_chunk, zs=zs
+            ) -> torch.Tensor | None:
                 if i != site:
                     return None
                 z = (a.view(-1, *([1] * (out.dim() - 1))) * out.detach()).requires_grad_(True)
@@ -611,7 +617,9 @@ class PathwayExplainer:
             si, al = rows_sample[idx], rows_alpha[idx]
             zs: list[torch.Tensor] = []
 
-            def scale(i: int, name: str, out: torch.Tensor, al=al) -> torch.Tensor | None:
+            def scale(
+                i: int, name: str, out: torch.Tensor, al=al, zs=zs
+            ) -> torch.Tensor | None:
                 if i != site:
                     return None
                 z = (al.view(-1, *([1] * (out.dim() - 1))) * out.detach()).requires_grad_(True)
@@ -650,7 +658,6 @@ class PathwayExplainer:
         """
         if granularity != "neuron":
             raise OptionError("greedy selection supports granularity='neuron' only")
-        n = x.shape[0]
         frac = float(opts["step_fraction"])
         if scope == "global":
             groups = [(0, layout.total)]

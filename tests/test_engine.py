@@ -1,0 +1,522 @@
+"""Engine correctness against independent references (tests/reference.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import critpath_widgets as cw
+from critpath_widgets import (
+    Cancelled,
+    CritpathError,
+    InputError,
+    InputTypeError,
+    ModelError,
+    OptionError,
+    PathwayExplainer,
+)
+from critpath_widgets.engine.select import keep_count
+
+from . import reference as ref
+
+
+def small_cnn(dtype=torch.float32) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(6, 8, 3, padding=1), nn.LeakyReLU(0.1),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU6(),
+        nn.Flatten(), nn.Linear(8 * 8 * 8, 32), nn.ReLU(),
+        nn.Linear(32, 10),
+    ).to(dtype).eval()
+
+
+def tv(name: str, **kw) -> nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.get_model(name, weights=None, **kw).eval()
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    return tv("resnet18", num_classes=20)
+
+
+def rand_x(n=1, size=16, seed=1, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, size, size, generator=g, dtype=dtype)
+
+
+# ---------------------------------------------------------------- exactness
+@pytest.mark.parametrize(
+    "factory,size",
+    [
+        (small_cnn, 16),
+        (lambda: tv("resnet18", num_classes=20), 48),
+        (lambda: tv("vgg11", num_classes=20), 32),
+        (lambda: tv("mobilenet_v2", num_classes=20), 48),
+    ],
+    ids=["cnn", "resnet18", "vgg11", "mobilenet_v2"],
+)
+def test_mct_scores_and_pathway_gradient_match_masked_copy(factory, size):
+    model = factory()
+    x = rand_x(2, size)
+    ex = PathwayExplainer(model)
+    e = ex.explain(x, sparsity=0.6)
+    tgt = e.target
+    ref_scores = ref.mct_scores(model, x, tgt)
+    assert len(ref_scores) == len(e.scores)
+    for a, b in zip(e.scores, ref_scores, strict=True):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6 * float(b.abs().max()) + 1e-10)
+    g = ref.masked_gradient(model, x, tgt, e.pathway.masks)
+    torch.testing.assert_close(e.saliency, g, rtol=1e-4, atol=1e-6 * float(g.abs().max()) + 1e-10)
+    assert torch.allclose(e.pathway_logits, ref.masked_model(model, e.pathway.masks)(x), atol=1e-4)
+
+
+def test_gradient_matches_captum_saliency():
+    from captum.attr import Saliency
+
+    model = small_cnn()
+    x = rand_x(3)
+    ex = PathwayExplainer(model)
+    tgt = torch.tensor([1, 4, 7])
+    ours = ex.gradient(x, tgt)
+    theirs = Saliency(model).attribute(x, target=tgt, abs=False)
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_mct_matches_captum_layer_grad_x_activation():
+    from captum.attr import LayerGradientXActivation
+
+    model = small_cnn()
+    x = rand_x(2)
+    e = PathwayExplainer(model).explain(x, target=3)
+    for layer, site in [(model[1], 0), (model[3], 1), (model[9], 3)]:
+        theirs = LayerGradientXActivation(model, layer).attribute(x, target=3).abs()
+        torch.testing.assert_close(e.scores[site], theirs, rtol=1e-4, atol=1e-7)
+
+
+def test_sparsity_zero_equals_plain_gradient(resnet):
+    x = rand_x(2, 48)
+    ex = PathwayExplainer(resnet)
+    e = ex.explain(x, sparsity=0.0)
+    assert bool(e.pathway.flat.all())
+    torch.testing.assert_close(e.saliency, ex.gradient(x))
+    torch.testing.assert_close(e.saliency, ref.plain_gradient(resnet, x, e.target))
+    torch.testing.assert_close(e.pathway_logits, e.logits)
+
+
+def test_finite_difference_matches_pathway_gradient():
+    """The paper's local linearity: the restricted network's directional derivative."""
+    model = small_cnn(torch.float64)
+    x = rand_x(1, dtype=torch.float64)
+    e = PathwayExplainer(model).explain(x, sparsity=0.8)
+    f = ref.masked_model(model, e.pathway.masks)
+    t = int(e.target)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(3):
+        d = torch.randn(x.shape, generator=g, dtype=torch.float64)
+        d /= d.norm()
+        h = 1e-6
+        fd = (f(x + h * d)[0, t] - f(x - h * d)[0, t]) / (2 * h)
+        assert math.isclose(float(fd.detach()), float((e.saliency * d).sum()), rel_tol=1e-5, abs_tol=1e-9)
+
+
+def test_batch_equals_samples_one_by_one(resnet):
+    # float64 so that batched and single convolutions agree far below score gaps
+    model = tv("resnet18", num_classes=20).double()
+    x = rand_x(3, 48, dtype=torch.float64)
+    ex = PathwayExplainer(model)
+    for method, opts in [("neuron_mct", {}), ("neuron_intgrad", {"steps": 3})]:
+        eb = ex.explain(x, method=method, sparsity=0.7, **opts)
+        for i in range(3):
+            ei = ex.explain(x[i : i + 1], method=method, sparsity=0.7, **opts)
+            assert torch.equal(eb.pathway.flat[i], ei.pathway.flat[0]), method
+            for a, b in zip(eb.scores, ei.scores, strict=True):
+                torch.testing.assert_close(a[i : i + 1], b, rtol=1e-9, atol=1e-12)
+            torch.testing.assert_close(eb.saliency[i : i + 1], ei.saliency, rtol=1e-9, atol=1e-12)
+
+
+# ---------------------------------------------------------------- selection
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.7, 0.9, 0.99])
+def test_global_scope_keeps_exactly_the_top_scores(resnet, sparsity):
+    x = rand_x(2, 48)
+    e = PathwayExplainer(resnet).explain(x, sparsity=sparsity)
+    total = e.pathway.neurons
+    k = keep_count(total, sparsity)
+    assert k == round((1 - sparsity) * total)
+    assert e.pathway.kept.tolist() == [k, k]
+    flat = torch.cat([s.reshape(2, -1) for s in e.scores], 1)
+    assert torch.equal(e.pathway.flat, ref.topk_mask_sort(flat, k))
+
+
+def test_selection_on_large_rows_with_ties_matches_full_sort():
+    from critpath_widgets.engine.selection import topk_mask
+
+    g = torch.Generator().manual_seed(0)
+    s = torch.rand(3, 400_000, generator=g) ** 3
+    s[:, :150_000] = 0.0  # dead neurons: massive ties at zero
+    s[1, 200_000:200_100] = 0.5  # a tie block inside the range
+    for k in [1, 1000, 123_457, 250_000, 260_000, 399_999]:
+        assert torch.equal(topk_mask(s, k), ref.topk_mask_sort(s, k)), k
+
+
+def test_layer_scope_keeps_same_share_per_site(resnet):
+    x = rand_x(1, 48)
+    e = PathwayExplainer(resnet).explain(x, sparsity=0.75, scope="layer")
+    for sc, m in zip(e.scores, e.pathway.masks, strict=True):
+        k = keep_count(m[0].numel(), 0.75)
+        assert int(m.sum()) == k
+        assert torch.equal(m.reshape(1, -1), ref.topk_mask_sort(sc.reshape(1, -1), k))
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_channel_granularity_keeps_whole_channels(resnet, scope):
+    x = rand_x(1, 48)
+    e = PathwayExplainer(resnet).explain(x, sparsity=0.6, scope=scope, granularity="channel")
+    chans = []
+    for sc, m in zip(e.scores, e.pathway.masks, strict=True):
+        per = m[0].reshape(m.shape[1], -1)
+        assert bool((per.all(1) | ~per.any(1)).all()), "a channel is partly kept"
+        chans.append((sc[0].reshape(sc.shape[1], -1).sum(1), per.all(1)))
+    if scope == "global":
+        cs = torch.cat([c for c, _ in chans])[None]
+        kept = torch.cat([k for _, k in chans])[None]
+        assert torch.equal(kept, ref.topk_mask_sort(cs, keep_count(cs.shape[1], 0.6)))
+    else:
+        for c, k in chans:
+            assert int(k.sum()) == keep_count(c.numel(), 0.6)
+
+
+def test_at_sparsity_reuses_scores_and_matches_fresh(resnet, monkeypatch):
+    x = rand_x(1, 48)
+    ex = PathwayExplainer(resnet)
+    e = ex.explain(x, sparsity=0.5)
+    calls = []
+    orig = ex._score_pass
+    monkeypatch.setattr(ex, "_score_pass", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    e2 = e.at_sparsity(0.9)
+    assert not calls, "at_sparsity re-scored"
+    assert e2.scores[0] is not None and e2.sparsity == 0.9
+    fresh = ex.explain(x, sparsity=0.9)
+    assert torch.equal(e2.pathway.flat, fresh.pathway.flat)
+    torch.testing.assert_close(e2.saliency, fresh.saliency)
+
+
+# ---------------------------------------------------------------- methods
+@pytest.mark.parametrize(
+    "factory,size",
+    [(small_cnn, 16), (lambda: tv("resnet18", num_classes=10), 32),
+     (lambda: tv("mobilenet_v2", num_classes=10), 32)],
+    ids=["cnn", "resnet18", "mobilenet_v2"],
+)
+def test_intgrad_equals_straightforward_loop(factory, size):
+    model = factory()
+    x = rand_x(1, size)
+    ex = PathwayExplainer(model)
+    e = ex.explain(x, method="neuron_intgrad", steps=4, sparsity=0.5)
+    want = ref.intgrad_scores_loop(model, x, e.target, steps=4)
+    for a, b in zip(e.scores, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6 * float(b.abs().max()) + 1e-10)
+
+
+def test_intgrad_small_chunks_and_batch_agree(resnet):
+    x = rand_x(2, 32)
+    ex = PathwayExplainer(resnet)
+    a = ex.explain(x, method="neuron_intgrad", steps=5, batch_size=3)
+    b = ex.explain(x, method="neuron_intgrad", steps=5, batch_size=64)
+    for s, t in zip(a.scores, b.scores, strict=True):
+        torch.testing.assert_close(s, t, rtol=1e-4, atol=1e-7)
+
+
+def test_greedy_keeps_exact_count_and_removes_low_scores_first():
+    model = small_cnn()
+    x = rand_x(1)
+    ex = PathwayExplainer(model)
+    e = ex.explain(x, method="greedy", sparsity=0.3, step_fraction=0.1)
+    total = e.pathway.neurons
+    assert int(e.pathway.kept) == keep_count(total, 0.3)
+    mct = torch.cat([s.reshape(1, -1) for s in ex.explain(x, sparsity=0.0).scores], 1)
+    first_round = torch.cat([s.reshape(1, -1) for s in e.scores], 1) == 0
+    step = round(0.1 * total)
+    assert int(first_round.sum()) == step
+    assert torch.equal(first_round, ~ref.topk_mask_sort(mct, total - step))
+    # selecting from the ranking at a lower sparsity gives that round's pathway
+    e10 = e.at_sparsity(0.1)
+    assert int(e10.pathway.kept) == total - step and torch.equal(e10.pathway.flat, ~first_round)
+
+
+def test_random_is_seeded():
+    model = small_cnn()
+    x = rand_x(1)
+    ex = PathwayExplainer(model)
+    a = ex.explain(x, method="random", seed=1)
+    b = ex.explain(x, method="random", seed=1)
+    c = ex.explain(x, method="random", seed=2)
+    assert torch.equal(a.pathway.flat, b.pathway.flat)
+    assert not torch.equal(a.pathway.flat, c.pathway.flat)
+    assert int(a.pathway.kept) == keep_count(a.pathway.neurons, 0.7)
+
+
+def test_saliency_map_reductions():
+    model = small_cnn()
+    x = rand_x(2)
+    e = PathwayExplainer(model).explain(x)
+    s = e.saliency
+    m = e.saliency_map()
+    assert m.shape == (2, 16, 16)
+    i = s.abs().argmax(1, keepdim=True)
+    assert torch.equal(m, s.gather(1, i)[:, 0])
+    assert torch.equal(e.saliency_map("abs_sum"), s.abs().sum(1))
+    torch.testing.assert_close(e.saliency_map("x_input"), (s * x).sum(1))
+    with pytest.raises(OptionError):
+        e.saliency_map("mean")
+
+
+def test_layer_summary_and_site_map(resnet):
+    x = rand_x(1, 48)
+    e = PathwayExplainer(resnet).explain(x, sparsity=0.8)
+    summ = e.layer_summary()
+    assert [s.name for s in summ] == e.site_names
+    assert sum(s.kept for s in summ) == int(e.pathway.kept)
+    for s, sc, m in zip(summ, e.scores, e.pathway.masks, strict=True):
+        assert s.neurons == m[0].numel()
+        assert math.isclose(s.total, float(sc.sum()), rel_tol=1e-4)
+        assert math.isclose(s.kept_total, float((sc * m).sum()), rel_tol=1e-4, abs_tol=1e-12)
+        assert s.kept_total <= s.total * (1 + 1e-6)
+        torch.testing.assert_close(s.channel_total.sum(), torch.tensor(s.total), rtol=1e-4,
+                                   atol=1e-9)
+    torch.testing.assert_close(e.site_map(0), e.scores[0][0].sum(0))
+    with pytest.raises(InputError):
+        e.site_map(99)
+
+
+def test_site_names_count_calls_of_reused_modules(resnet):
+    e = PathwayExplainer(resnet).explain(rand_x(1, 32))
+    names = e.site_names
+    assert names[0] == "relu"
+    assert "layer1.0.relu" in names and "layer1.0.relu#2" in names
+    # BasicBlock calls its relu twice: 1 stem + 8 blocks x 2
+    assert len(names) == 17
+
+
+def test_sites_argument_forms():
+    model = small_cnn()
+    x = rand_x(1)
+    assert len(PathwayExplainer(model, sites=nn.ReLU).explain(x).scores) == 2
+    assert PathwayExplainer(model, sites=["3"]).explain(x).site_names == ["3"]
+    p = PathwayExplainer(model, sites=lambda n, m: isinstance(m, nn.ReLU6))
+    assert p.explain(x).site_names == ["6"]
+    with pytest.raises(ModelError, match="not found"):
+        PathwayExplainer(model, sites=["nope"])
+    with pytest.raises(InputTypeError):
+        PathwayExplainer(model, sites=3.5)
+
+
+def test_prelu_and_hardtanh_sites_and_inplace_write_after_site():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 4, 3)
+            self.a1 = nn.PReLU()
+            self.c2 = nn.Conv2d(4, 4, 3)
+            self.a2 = nn.Hardtanh(inplace=True)
+            self.fc = nn.Linear(4 * 12 * 12, 5)
+
+        def forward(self, x):
+            x = self.a1(self.c1(x))
+            x = self.a2(self.c2(x))
+            x.mul_(2.0)  # writes into the site's output after the hook has seen it
+            return self.fc(x.flatten(1))
+
+    torch.manual_seed(0)
+    model = Net().eval()
+    x = rand_x(2)
+    e = PathwayExplainer(model).explain(x, sparsity=0.5)
+    assert e.site_names == ["a1", "a2"]
+    for a, b in zip(e.scores, ref.mct_scores(model, x, e.target), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    g = ref.masked_gradient(model, x, e.target, e.pathway.masks)
+    torch.testing.assert_close(e.saliency, g, rtol=1e-4, atol=1e-7)
+
+
+# ---------------------------------------------------------------- model left untouched
+def test_model_left_exactly_as_it_was_after_calls_and_errors(resnet):
+    model = tv("resnet18", num_classes=20)
+    model.train()
+    model.layer1.eval()  # mixed modes must be restored module by module
+    for p in model.layer4.parameters():
+        p.requires_grad_(False)
+    h = model.fc.register_forward_hook(lambda *a: None)
+    before = ref.model_state(model)
+    ex = PathwayExplainer(model)
+    x = rand_x(2, 32)
+    e = ex.explain(x, method="neuron_mct")
+    e.at_sparsity(0.9)
+    ex.explain(x, method="neuron_intgrad", steps=2)
+    ex.explain(x[:1], method="neuron_intgrad", steps=2)
+    ex.explain(x, method="greedy", sparsity=0.05, step_fraction=0.02)
+    ex.explain(x, method="random")
+    ex.gradient(x)
+    ref.assert_same_state(before, ref.model_state(model))
+    # errors raised before, during and after the forward pass
+    for kw in [dict(target=99), dict(sparsity=1.0), dict(method="nope"), dict(bogus=1)]:
+        with pytest.raises(CritpathError):
+            ex.explain(x, **kw)
+        ref.assert_same_state(before, ref.model_state(model))
+
+    def cancel(done, total):
+        raise Cancelled("stop")
+
+    with pytest.raises(Cancelled):
+        ex.explain(x, method="neuron_intgrad", steps=2, progress=cancel)
+    ref.assert_same_state(before, ref.model_state(model))
+    assert model.training and not model.layer1.training
+    h.remove()
+
+
+def test_train_mode_model_is_explained_in_eval_behaviour():
+    model = tv("resnet18", num_classes=10)
+    x = rand_x(1, 32)
+    e_eval = PathwayExplainer(model).explain(x)
+    model.train()
+    e_train = PathwayExplainer(model).explain(x)
+    assert model.training
+    torch.testing.assert_close(e_train.saliency, e_eval.saliency)
+
+
+def test_explain_works_under_no_grad_and_inference_mode():
+    model = small_cnn()
+    x = rand_x(1)
+    want = PathwayExplainer(model).explain(x).saliency
+    with torch.no_grad():
+        a = PathwayExplainer(model).explain(x).saliency
+    with torch.inference_mode():
+        b = PathwayExplainer(model).explain(x).saliency
+    torch.testing.assert_close(a, want)
+    torch.testing.assert_close(b, want)
+
+
+# ---------------------------------------------------------------- bad input
+def test_model_without_sites_names_what_it_found():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU(), nn.Flatten(), nn.LazyLinear(3))
+    with pytest.raises(ModelError, match="GELU") as ei:
+        PathwayExplainer(model)
+    assert isinstance(ei.value, ValueError)
+
+
+def test_unused_site_module_is_reported():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.relu = nn.ReLU()
+            self.fc = nn.Linear(3 * 4 * 4, 2)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1))
+
+    with pytest.raises(ModelError, match="never used"):
+        PathwayExplainer(Net()).explain(torch.randn(1, 3, 4, 4))
+
+
+@pytest.mark.parametrize(
+    "x,kw,exc,match",
+    [
+        (torch.randn(3, 16, 16), {}, InputError, "4-D"),
+        (torch.randn(1, 1, 16, 16), {}, InputError, "channels"),
+        (torch.full((1, 3, 16, 16), float("nan")), {}, InputError, "NaN"),
+        (torch.ones(1, 3, 16, 16, dtype=torch.long), {}, InputTypeError, "floating"),
+        ([[1.0]], {}, InputTypeError, "torch.Tensor"),
+        (None, {"target": 10}, InputError, "out of range"),
+        (None, {"target": -1}, InputError, "out of range"),
+        (None, {"target": [1, 2]}, InputError, "entries"),
+        (None, {"target": 1.5}, InputTypeError, "target"),
+        (None, {"sparsity": 1.0}, InputError, r"\[0, 1\)"),
+        (None, {"sparsity": -0.1}, InputError, r"\[0, 1\)"),
+        (None, {"sparsity": "a"}, InputError, "sparsity"),
+        (None, {"method": "deeplift"}, OptionError, "unknown method"),
+        (None, {"scope": "local"}, OptionError, "scope"),
+        (None, {"granularity": "pixel"}, OptionError, "granularity"),
+        (None, {"steps": 5}, OptionError, "neuron_intgrad"),
+        (None, {"method": "neuron_intgrad", "steps": 0}, InputError, "positive"),
+    ],
+)
+def test_bad_input_raises_clear_errors(x, kw, exc, match):
+    model = small_cnn()
+    before = ref.model_state(model)
+    x = rand_x(1) if x is None else x
+    with pytest.raises(exc, match=match) as ei:
+        PathwayExplainer(model).explain(x, **kw)
+    assert isinstance(ei.value, CritpathError)
+    assert isinstance(ei.value, (ValueError, TypeError))
+    ref.assert_same_state(before, ref.model_state(model))
+
+
+def test_engine_does_not_import_widgets():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, critpath_widgets as c; c.PathwayExplainer; "
+        "assert 'ipywidgets' not in sys.modules and 'anywidget' not in sys.modules, "
+        "sorted(m for m in sys.modules if 'widget' in m)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------- the real default model
+@pytest.fixture(scope="module")
+def default_bundle():
+    return cw.load_model()
+
+
+def test_default_model_explains_coffee_as_espresso(default_bundle):
+    b = default_bundle
+    img = cw.sample_image("coffee")
+    x = b.preprocess(img)[None]
+    ex = PathwayExplainer(b.model)
+    e = ex.explain(x, sparsity=0.7)
+    assert b.categories[int(e.target)] == "espresso"
+    assert len(e.site_names) == 33 and e.pathway.neurons > 6_000_000
+    assert int(e.pathway.kept) == round(0.3 * e.pathway.neurons)
+    # the pathway keeps most of the answer; a random pathway of the same size does not
+    r = ex.explain(x, sparsity=0.7, method="random")
+    t = int(e.target)
+    assert float(e.pathway_logits[0, t]) > float(r.pathway_logits[0, t])
+    # the pathway gradient concentrates on the cup: more mass in the centre than the border
+    m = e.saliency_map("abs_sum")[0]
+    centre = m[56:168, 56:168].mean()
+    border = torch.cat([m[:28].flatten(), m[-28:].flatten()]).mean()
+    assert float(centre) > float(border)
+
+
+def test_sample_images_and_model_errors():
+    names = cw.sample_images()
+    assert {"coffee", "chelsea", "grace_hopper"} <= set(names)
+    im = cw.sample_image("chelsea")
+    assert im.mode == "RGB"
+    with pytest.raises(InputError, match="available"):
+        cw.sample_image("nope")
+    with pytest.raises(InputError, match="unknown model"):
+        cw.load_model("not_a_model")
+    with pytest.raises(InputError, match="not found"):
+        cw.load_model("resnet18", weights="/nonexistent.pt")
+
+
+def test_torchvision_weights_file_loads_with_weights_only(tmp_path):
+    m = tv("resnet18")
+    p = tmp_path / "r18.pt"
+    torch.save(m.state_dict(), p)
+    b = cw.load_model("resnet18", weights=p)
+    assert not b.model.training
+    assert torch.equal(b.model.fc.weight, m.fc.weight)
+    assert b.preprocess(cw.sample_image("coffee")).shape == (3, 224, 224)
+    bad = tmp_path / "bad.pt"
+    torch.save({"x": torch.zeros(1)}, bad)
+    with pytest.raises(ModelError, match="do not fit"):
+        cw.load_model("resnet18", weights=bad)
