@@ -52,8 +52,9 @@ def _transforms(
 ) -> tuple[Callable[[Image.Image], Image.Image], Callable[[Image.Image], torch.Tensor]]:
     from torchvision import transforms as T
 
-    crop_t = T.Compose([T.Resize(resize, interpolation=T.InterpolationMode.BILINEAR),
-                        T.CenterCrop(size)])
+    crop_t = T.Compose(
+        [T.Resize(resize, interpolation=T.InterpolationMode.BILINEAR), T.CenterCrop(size)]
+    )
     tensor_t = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
 
     def crop(img: Image.Image) -> Image.Image:
@@ -81,9 +82,7 @@ def imagenet_categories() -> list[str]:
     return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def load_model(
-    name: str = DEFAULT_MODEL, weights: str | os.PathLike | None = None
-) -> ModelBundle:
+def load_model(name: str = DEFAULT_MODEL, weights: str | os.PathLike | None = None) -> ModelBundle:
     """Load a classifier in eval mode with its preprocessing and class names.
 
     ``"efficientnet_lite0"`` (default) loads ImageNet weights offline. torchvision

@@ -77,7 +77,9 @@ def mct_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> list[
     return [(a * a.grad).abs().detach() for a in acts]
 
 
-def masked_model(model: nn.Module, masks: list[torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+def masked_model(
+    model: nn.Module, masks: list[torch.Tensor]
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """The network restricted to a pathway: site i's output multiplied by masks[i]."""
     m, ctl = instrumented_copy(model)
 
@@ -140,7 +142,9 @@ def model_state(model: nn.Module) -> dict:
     """Everything a call must leave unchanged, for bitwise comparison."""
     return {
         "params": {n: p.detach().clone() for n, p in model.named_parameters()},
-        "grads": {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()},
+        "grads": {
+            n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()
+        },
         "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
         "buffers": {n: b.clone() for n, b in model.named_buffers()},
         "training": {n: m.training for n, m in model.named_modules()},

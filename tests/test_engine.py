@@ -26,14 +26,23 @@ from . import reference as ref
 
 def small_cnn(dtype=torch.float32) -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(6, 8, 3, padding=1), nn.LeakyReLU(0.1),
-        nn.MaxPool2d(2),
-        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU6(),
-        nn.Flatten(), nn.Linear(8 * 8 * 8, 32), nn.ReLU(),
-        nn.Linear(32, 10),
-    ).to(dtype).eval()
+    return (
+        nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(6, 8, 3, padding=1),
+            nn.LeakyReLU(0.1),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 8, 3, padding=1),
+            nn.ReLU6(),
+            nn.Flatten(),
+            nn.Linear(8 * 8 * 8, 32),
+            nn.ReLU(),
+            nn.Linear(32, 10),
+        )
+        .to(dtype)
+        .eval()
+    )
 
 
 def tv(name: str, **kw) -> nn.Module:
@@ -124,7 +133,9 @@ def test_finite_difference_matches_pathway_gradient():
         d /= d.norm()
         h = 1e-6
         fd = (f(x + h * d)[0, t] - f(x - h * d)[0, t]) / (2 * h)
-        assert math.isclose(float(fd.detach()), float((e.saliency * d).sum()), rel_tol=1e-5, abs_tol=1e-9)
+        assert math.isclose(
+            float(fd.detach()), float((e.saliency * d).sum()), rel_tol=1e-5, abs_tol=1e-9
+        )
 
 
 def test_batch_equals_samples_one_by_one(resnet):
@@ -211,8 +222,11 @@ def test_at_sparsity_reuses_scores_and_matches_fresh(resnet, monkeypatch):
 # ---------------------------------------------------------------- methods
 @pytest.mark.parametrize(
     "factory,size",
-    [(small_cnn, 16), (lambda: tv("resnet18", num_classes=10), 32),
-     (lambda: tv("mobilenet_v2", num_classes=10), 32)],
+    [
+        (small_cnn, 16),
+        (lambda: tv("resnet18", num_classes=10), 32),
+        (lambda: tv("mobilenet_v2", num_classes=10), 32),
+    ],
     ids=["cnn", "resnet18", "mobilenet_v2"],
 )
 def test_intgrad_equals_straightforward_loop(factory, size):
@@ -289,8 +303,9 @@ def test_layer_summary_and_site_map(resnet):
         assert math.isclose(s.total, float(sc.sum()), rel_tol=1e-4)
         assert math.isclose(s.kept_total, float((sc * m).sum()), rel_tol=1e-4, abs_tol=1e-12)
         assert s.kept_total <= s.total * (1 + 1e-6)
-        torch.testing.assert_close(s.channel_total.sum(), torch.tensor(s.total), rtol=1e-4,
-                                   atol=1e-9)
+        torch.testing.assert_close(
+            s.channel_total.sum(), torch.tensor(s.total), rtol=1e-4, atol=1e-9
+        )
     torch.testing.assert_close(e.site_map(0), e.scores[0][0].sum(0))
     with pytest.raises(InputError):
         e.site_map(99)

@@ -125,12 +125,12 @@ class Explanation:
 
     @property
     def scope(self) -> str:
-        """"global" (one threshold over all sites) or "layer" (same share per site)."""
+        """ "global" (one threshold over all sites) or "layer" (same share per site)."""
         return self.pathway.scope
 
     @property
     def granularity(self) -> str:
-        """"neuron" or "channel"."""
+        """ "neuron" or "channel"."""
         return self.pathway.granularity
 
     @property
@@ -266,12 +266,25 @@ class PathwayExplainer:
                     g = torch.Generator(device="cpu").manual_seed(int(opts["seed"]))
                     flat = torch.rand(contrib.shape, generator=g).to(contrib.device)
                 else:
-                    flat = self._greedy(hooks, x, tgt, contrib, layout, s, scope,
-                                        granularity, opts, progress)
+                    flat = self._greedy(
+                        hooks, x, tgt, contrib, layout, s, scope, granularity, opts, progress
+                    )
                 del acts, grads
                 check_finite_scores(flat)
-                return self._pathway_pass(hooks, x, tgt, method, flat, contrib, layout, names,
-                                          logits, s, scope, granularity)
+                return self._pathway_pass(
+                    hooks,
+                    x,
+                    tgt,
+                    method,
+                    flat,
+                    contrib,
+                    layout,
+                    names,
+                    logits,
+                    s,
+                    scope,
+                    granularity,
+                )
         finally:
             if hasattr(progress, "close"):
                 progress.close()
@@ -329,8 +342,9 @@ class PathwayExplainer:
                 )
         opts = {**allowed, **options}
         for k in ("steps", "batch_size"):
-            if k in opts and (isinstance(opts[k], bool) or not isinstance(opts[k], int)
-                              or opts[k] < 1):
+            if k in opts and (
+                isinstance(opts[k], bool) or not isinstance(opts[k], int) or opts[k] < 1
+            ):
                 raise InputError(f"{k} must be a positive integer, got {opts[k]!r}")
         if "step_fraction" in opts:
             f = opts["step_fraction"]
@@ -502,8 +516,20 @@ class PathwayExplainer:
     ) -> Explanation:
         with self._session() as hooks:
             hooks.names.extend(names)
-            return self._pathway_pass(hooks, x, tgt, method, flat, contrib, layout, names,
-                                      logits, sparsity, scope, granularity)
+            return self._pathway_pass(
+                hooks,
+                x,
+                tgt,
+                method,
+                flat,
+                contrib,
+                layout,
+                names,
+                logits,
+                sparsity,
+                scope,
+                granularity,
+            )
 
     # ------------------------------------------------------------------ NeuronIntGrad
     def _intgrad(
@@ -617,9 +643,7 @@ class PathwayExplainer:
             si, al = rows_sample[idx], rows_alpha[idx]
             zs: list[torch.Tensor] = []
 
-            def scale(
-                i: int, name: str, out: torch.Tensor, al=al, zs=zs
-            ) -> torch.Tensor | None:
+            def scale(i: int, name: str, out: torch.Tensor, al=al, zs=zs) -> torch.Tensor | None:
                 if i != site:
                     return None
                 z = (al.view(-1, *([1] * (out.dim() - 1))) * out.detach()).requires_grad_(True)

@@ -46,8 +46,7 @@ def channel_scores(flat: torch.Tensor, layout: SiteLayout) -> torch.Tensor:
     """(N, total channels): each channel's score is the sum of its neurons' scores."""
     n = flat.shape[0]
     parts = [
-        layout.slice(flat, i).reshape(n, c, -1).sum(dim=2)
-        for i, c in enumerate(layout.channels())
+        layout.slice(flat, i).reshape(n, c, -1).sum(dim=2) for i, c in enumerate(layout.channels())
     ]
     return torch.cat(parts, dim=1)
 

@@ -42,9 +42,22 @@ def _activation_types_in(model: nn.Module) -> list[str]:
     found = {
         type(m).__name__
         for m in model.modules()
-        if type(m).__module__ == act_mod.__name__ or "activation" in type(m).__module__
-        or any(k in type(m).__name__.lower() for k in ("relu", "swish", "gelu", "silu", "sigmoid",
-                                                        "tanh", "elu", "mish", "hardswish"))
+        if type(m).__module__ == act_mod.__name__
+        or "activation" in type(m).__module__
+        or any(
+            k in type(m).__name__.lower()
+            for k in (
+                "relu",
+                "swish",
+                "gelu",
+                "silu",
+                "sigmoid",
+                "tanh",
+                "elu",
+                "mish",
+                "hardswish",
+            )
+        )
     }
     return sorted(found)
 
