@@ -81,6 +81,12 @@ def explorer(jupyter, browser, notebook_root):
             page.screenshot(path=str(H.ARTIFACTS / "explorer-page.png"))
             target = page.locator(H.EXPLORER)
             if target.count():
+                # Grow the viewport so the whole explorer fits: the notebook panel is
+                # a scroll container that would clip an element screenshot.
+                height = target.first.evaluate("e => e.getBoundingClientRect().height")
+                page.set_viewport_size({"width": 1400, "height": int(height) + 600})
+                target.first.scroll_into_view_if_needed()
+                page.wait_for_timeout(300)
                 target.first.screenshot(path=str(shot), timeout=10_000)
             else:
                 page.screenshot(path=str(shot), full_page=True)

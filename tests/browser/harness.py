@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -438,6 +439,17 @@ INSTALL_PAINT_LOG_JS = """(sel) => {
     obs.observe(root, {attributes: true,
                        attributeFilter: ['data-paint-count', 'data-paint-key']});
     window.__critpathObserver = obs;
+    // The explorer's message area: its summary names the sparsity shown and ends with
+    // the kernel-side compute time "(N ms)".
+    window.__critpathMessages = [];
+    const msg = document.querySelector('.critpath-message');
+    if (window.__critpathMsgObserver) window.__critpathMsgObserver.disconnect();
+    if (msg) {
+        const mobs = new MutationObserver(() => window.__critpathMessages.push(
+            {t: performance.now(), text: msg.innerText}));
+        mobs.observe(msg, {childList: true, subtree: true, characterData: true});
+        window.__critpathMsgObserver = mobs;
+    }
     const stamp = (kind) => (ev) => window.__critpathInputs.push({t: performance.now(), kind});
     if (!window.__critpathInputHooks) {
         window.__critpathInputHooks = true;
@@ -464,7 +476,8 @@ def install_paint_log(page, overlay_selector: str) -> None:
 
 def paint_log(page) -> dict:
     return page.evaluate(
-        "() => ({paints: window.__critpathPaints || [], inputs: window.__critpathInputs || []})"
+        """() => ({paints: window.__critpathPaints || [], inputs: window.__critpathInputs || [],
+                   messages: window.__critpathMessages || []})"""
     )
 
 
@@ -517,6 +530,26 @@ def chart_signature(page, selector: str = LAYER_CHART) -> str | None:
         }""",
         selector,
     )
+
+
+def wait_message_contains(
+    page, text: str, selector: str = MESSAGE, timeout_ms: float = 60_000
+) -> str:
+    """Wait until the explorer's message area contains ``text``; return the message."""
+    page.wait_for_function(
+        """([sel, text]) => { const el = document.querySelector(sel);
+            return !!el && el.innerText.includes(text); }""",
+        arg=[selector, text],
+        timeout=timeout_ms,
+        polling=100,
+    )
+    return message_text(page, selector)
+
+
+def reported_compute_ms(message: str) -> float | None:
+    """The kernel-side time the explorer reports at the end of its summary, "(N ms)"."""
+    m = re.search(r"\((\d+(?:\.\d+)?) ms\)\s*$", message.strip())
+    return float(m.group(1)) if m else None
 
 
 def message_text(page, selector: str = MESSAGE) -> str:

@@ -80,6 +80,8 @@ def test_sparsity_slider_repaints_overlay_and_chart(explorer):
     assert H.is_painted(H.canvas_stats(page, PATHWAY_CANVAS))
     chart_after = _wait_chart_change(page, chart_before)
     assert chart_after and chart_after != chart_before
+    # The summary in the message area names the sparsity now shown.
+    H.wait_message_contains(page, f"sparsity {target:.2f}", timeout_ms=30_000)
     print(f"\n[e2e] sparsity {v0} -> {target}: paint {before} -> {after}")
 
 
@@ -95,7 +97,9 @@ def test_sparsity_slider_drag(explorer):
         timeout=10_000,
     )
     after = H.wait_repaint(page, H.PATHWAY_OVERLAY, before, timeout_ms=60_000)
-    print(f"\n[e2e] drag: sparsity {v0} -> {H.slider_value(page)}, paint {before} -> {after}")
+    v1 = H.slider_value(page)
+    H.wait_message_contains(page, f"sparsity {v1:.2f}", timeout_ms=30_000)
+    print(f"\n[e2e] drag: sparsity {v0} -> {v1}, paint {before} -> {after}")
 
 
 def test_colormap_select_repaints_without_kernel(explorer):
