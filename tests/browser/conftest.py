@@ -55,7 +55,7 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def explorer(jupyter, browser, notebook_root):
+def explorer(browser, jupyter, notebook_root):
     """The notebook opened and run, the explorer's pathway overlay painted.
 
     A screenshot is written to ``test-artifacts/explorer.png`` on teardown, whether the

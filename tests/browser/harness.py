@@ -68,7 +68,19 @@ class HarnessError(RuntimeError):
 
 
 def find_chromium() -> str:
-    """Path of the system Chromium, or raise with the command that installs it."""
+    """Path of the system Chromium, or raise with the command that installs it.
+
+    ``$CRITPATH_CHROMIUM`` overrides the search (a path or a command name).
+    """
+    override = os.environ.get("CRITPATH_CHROMIUM")
+    if override:
+        path = shutil.which(override)
+        if path:
+            return path
+        raise HarnessError(
+            f"CRITPATH_CHROMIUM={override!r} is not an executable. Install Chromium with "
+            "`apt-get update && apt-get install -y chromium` or fix the variable."
+        )
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         path = shutil.which(name)
         if path:
