@@ -207,6 +207,15 @@ def main(argv: list[str] | None = None) -> int:
             [r["kernel_reported_ms"] for r in slider if r["kernel_reported_ms"] is not None]
             or [float("nan")],
         ),
+        "outside_compute": summary(
+            "repaint minus reported compute (saliency map, transport, decode, paint)",
+            [
+                r["first_ms"] - r["kernel_reported_ms"]
+                for r in slider
+                if r["kernel_reported_ms"] is not None
+            ]
+            or [float("nan")],
+        ),
         "colormap": summary("colormap -> repaint", [r["first_ms"] for r in cmap]),
         "raw": {"slider": slider, "colormap": cmap, "drag": drag},
         "target_ms": args.target_ms,
