@@ -346,6 +346,32 @@ def run_all_cells(page, timeout_ms: float = 10_000) -> str:
         return "command"
 
 
+def kernel_eval(page, code: str, timeout_ms: float = 30_000) -> str | None:
+    """Run ``code`` in the open notebook's kernel (no cell); return its text/plain result.
+
+    Uses JupyterLab's kernel connection from the page, so it checks what the kernel
+    really holds after a browser-side change. Errors come back as ``"ERROR: ..."``.
+    """
+    return page.evaluate(
+        """async ([code, timeout]) => {
+            const w = window.jupyterapp.shell.currentWidget;
+            const k = w.sessionContext.session.kernel;
+            const fut = k.requestExecute({code, silent: false, store_history: false});
+            let out = null;
+            fut.onIOPub = (msg) => {
+                const t = msg.header.msg_type;
+                if (t === 'execute_result') out = msg.content.data['text/plain'];
+                else if (t === 'error') out = `ERROR: ${msg.content.ename}: ${msg.content.evalue}`;
+                else if (t === 'stream') out = (out || '') + msg.content.text;
+            };
+            await Promise.race([fut.done, new Promise((_, rej) =>
+                setTimeout(() => rej(new Error('kernel_eval timed out')), timeout))]);
+            return out;
+        }""",
+        [code, timeout_ms],
+    )
+
+
 def notebook_error_outputs(page) -> list[str]:
     """Texts of error outputs (tracebacks) in the open notebook."""
     return page.eval_on_selector_all(

@@ -82,6 +82,8 @@ def test_sparsity_slider_repaints_overlay_and_chart(explorer):
     assert chart_after and chart_after != chart_before
     # The summary in the message area names the sparsity now shown.
     H.wait_message_contains(page, f"sparsity {target:.2f}", timeout_ms=30_000)
+    # ... and the Python trait followed the slider.
+    assert float(H.kernel_eval(page, "explorer.sparsity")) == pytest.approx(target, abs=1e-6)
     print(f"\n[e2e] sparsity {v0} -> {target}: paint {before} -> {after}")
 
 
@@ -148,6 +150,9 @@ def test_colormap_select_repaints_without_kernel(explorer):
     assert after["key"] != before["key"]
     assert pixels_after["hash"] != pixels_before["hash"], "canvas pixels did not change"
     assert H.is_painted(pixels_after)
+    # The browser-side choice is then saved to the Python trait (after the repaint).
+    synced = H.kernel_eval(page, "explorer.pathway_overlay.colormap")
+    assert synced == repr(new), f"colormap trait in the kernel: {synced}, expected {new!r}"
 
 
 def test_no_errors(explorer):
