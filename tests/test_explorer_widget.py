@@ -483,11 +483,12 @@ def test_wait_timeout_and_close(model):
         with pytest.raises(TimeoutError):
             w.wait(timeout=0.1)
         assert time.perf_counter() - t0 < 5
+        worker = w._worker
     finally:
         gate.release.set()
         w.close()
-    w._worker.join(10)
-    assert not w._worker.is_alive()
+    worker.join(10)
+    assert not worker.is_alive()
 
 
 @pytest.mark.slow
@@ -506,5 +507,23 @@ def test_default_explorer_on_sample_photo():
         w.wait(timeout=120)
         assert float(w.explanation.sparsity) == pytest.approx(0.9)
         assert _hook_count(w.model) == 0
+    finally:
+        w.close()
+
+
+def test_idle_worker_exits_and_restarts(model, monkeypatch):
+    from critpath_widgets.widgets import explorer as explorer_module
+
+    monkeypatch.setattr(explorer_module, "WORKER_IDLE_EXIT_S", 0.2)
+    w = PathwayExplorer(model, image=_photo(7), preprocess=_preprocess)
+    try:
+        w.wait(TIMEOUT)
+        first = w._worker
+        first.join(10)
+        assert not first.is_alive() and w._worker is None
+        w.sparsity = 0.4
+        w.wait(TIMEOUT)
+        assert float(w.explanation.sparsity) == pytest.approx(0.4)
+        assert w._worker is not None and w._worker is not first
     finally:
         w.close()

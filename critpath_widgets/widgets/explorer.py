@@ -68,6 +68,8 @@ CACHE_SIZE = 6
 #: Images kept (decoded and preprocessed) besides the current one.
 IMAGE_CACHE_SIZE = 6
 SPARSITY_MAX = 0.99
+#: The worker thread exits after this many idle seconds (restarted on the next request).
+WORKER_IDLE_EXIT_S = 60.0
 
 
 class _Superseded(Cancelled):
@@ -225,6 +227,7 @@ class PathwayExplorer(widgets.VBox):
         self._steps = int(steps)
         self._reduce = reduce
         self._last_progress = 0.0
+        self._auto_site = True
         self.stats = {"explain": 0, "at_sparsity": 0, "reused": 0, "gradient": 0, "shown": 0}
 
         # ---- model ---------------------------------------------------------------
@@ -279,8 +282,8 @@ class PathwayExplorer(widgets.VBox):
         self.method_picker = widgets.Dropdown(
             options=[(METHOD_LABELS.get(m, m), m) for m in self._methods],
             description="method",
-            layout=widgets.Layout(width="250px"),
-            style={"description_width": "50px"},
+            layout=widgets.Layout(width="260px"),
+            style={"description_width": "60px"},
         )
         self.sparsity_slider = widgets.FloatSlider(
             min=0.0,
@@ -297,7 +300,7 @@ class PathwayExplorer(widgets.VBox):
         self.scope_buttons = widgets.ToggleButtons(
             options=[("global", "global"), ("per layer", "layer")],
             description="scope",
-            style={"button_width": "72px", "description_width": "40px"},
+            style={"button_width": "80px", "description_width": "45px"},
         )
         self.progress = widgets.IntProgress(
             min=0, max=1, value=0, description="", layout=widgets.Layout(width="300px")
@@ -315,9 +318,14 @@ class PathwayExplorer(widgets.VBox):
         self.message.add_class("critpath-message")
 
         # ---- panels --------------------------------------------------------------
-        self.pathway_overlay = AttributionOverlay(label="pathway gradient")
+        overlay_layout = {"flex": "0 0 auto", "width": "336px", "margin": "0 16px 0 0"}
+        self.pathway_overlay = AttributionOverlay(
+            label="pathway gradient", layout=widgets.Layout(**overlay_layout)
+        )
         self.pathway_overlay.add_class("critpath-pathway-overlay")
-        self.gradient_overlay = AttributionOverlay(label="plain gradient")
+        self.gradient_overlay = AttributionOverlay(
+            label="plain gradient", layout=widgets.Layout(**overlay_layout)
+        )
         self.gradient_overlay.add_class("critpath-gradient-overlay")
         self.layers = LayerContributions()
         self.layers.layer_figure.add_class("critpath-layer-chart")
@@ -457,6 +465,8 @@ class PathwayExplorer(widgets.VBox):
             self._trim_images()
         with self._quiet():
             self.photo_picker.value = sample
+        label = sample or name or "the picture"
+        self._show_message(f"Loading {_esc(label)}...", "busy")
         self._submit()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -647,8 +657,14 @@ class PathwayExplorer(widgets.VBox):
     def _worker_loop(self) -> None:
         while True:
             with self._cond:
+                idle_since = time.monotonic()
                 while self._pending is None and not self._closed:
-                    self._cond.wait()
+                    left = WORKER_IDLE_EXIT_S - (time.monotonic() - idle_since)
+                    if left <= 0:
+                        # idle: let the thread go (and the explorer be collected)
+                        self._worker = None
+                        return
+                    self._cond.wait(left)
                 if self._closed:
                     self._running = None
                     self._cond.notify_all()
@@ -879,6 +895,11 @@ class PathwayExplorer(widgets.VBox):
                     self.gradient_overlay.set_data(values=grad)
                 self.gradient_overlay.label = f"plain gradient: {self.category(target)}"
         self.layers.update(e, entry.display if new_image else None)
+        if self._auto_site and self.layers.selected_site < 0 and self.layers.summary:
+            # open the panel on the site holding the most kept contribution
+            kept = [float(s.kept_total) for s in self.layers.summary]
+            self.layers.selected_site = int(np.argmax(kept))
+        self._auto_site = False
         self._explanation = e
         self._shown_image_id = entry.id
         self._shown = {
@@ -1026,6 +1047,9 @@ class PathwayExplorer(widgets.VBox):
         if self.layers.selected_site >= 0:
             i = self.layers.selected_site
             ax_bar.bar([i], [total[i]], fill=False, edgecolor="black", linewidth=1.5)
+        from matplotlib.ticker import MaxNLocator
+
+        ax_bar.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_bar.set_xlabel("site (call order)")
         ax_bar.set_ylabel("contribution")
         ax_bar.legend(loc="upper right", fontsize=8)

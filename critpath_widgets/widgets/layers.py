@@ -99,7 +99,7 @@ class LayerContributions(widgets.VBox):
         self.bars.on_hover(self._on_bar_hover)
         self.bars.observe(self._on_bars_selected, "selected")
         self._x_axis = bq.Axis(scale=self._xs, label="site (call order)", num_ticks=10)
-        self._y_axis = bq.Axis(scale=self._ys, side="left", label="contribution", tick_format=".2g")
+        self._y_axis = bq.Axis(scale=self._ys, side="left", label="contribution", tick_format="~s")
         self.layer_figure = bq.Figure(
             marks=[self.bars],
             axes=[self._x_axis, self._y_axis],
@@ -134,7 +134,7 @@ class LayerContributions(widgets.VBox):
                     scale=self._cys,
                     side="left",
                     label="contribution",
-                    tick_format=".2g",
+                    tick_format="~s",
                 ),
             ],
             title="Channels of the selected site",
@@ -146,7 +146,11 @@ class LayerContributions(widgets.VBox):
 
         # ---- site map overlay and text -------------------------------------------
         self.overlay = AttributionOverlay(
-            colormap="inferno", sign="absolute", label="site contribution map"
+            colormap="inferno",
+            sign="absolute",
+            label="site contribution map",
+            display_width=260,
+            layout=widgets.Layout(flex="0 0 auto", width="276px"),
         )
         self.overlay.add_class("critpath-site-overlay")
         self.details = widgets.HTML(
