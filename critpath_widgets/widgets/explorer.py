@@ -346,6 +346,7 @@ class PathwayExplorer(widgets.VBox):
             children=[row1, row2, self.progress_box, self.message, maps, self.layers], **kwargs
         )
         self.add_class("critpath-explorer")
+        self._boxes = [row1, row2, maps, self.progress_box]
 
         # ---- initial trait values, links, observers --------------------------------
         with self._quiet():
@@ -522,6 +523,8 @@ class PathwayExplorer(widgets.VBox):
             w = getattr(self, name, None)
             if w is not None:
                 w.close()
+        for box in getattr(self, "_boxes", []):
+            box.close()
         super().close()
 
     # ============================================================ trait plumbing

@@ -207,6 +207,25 @@ class LayerContributions(widgets.VBox):
         else:
             self._show_site(self.selected_site)
 
+    def close(self) -> None:
+        """Close the panel and every widget it made (figures, marks, scales, overlay)."""
+        parts = [
+            self.overlay,
+            self.details,
+            self._bar_tip,
+            self._channel_tip,
+            *self.children,
+        ]
+        for fig in (self.layer_figure, self.channel_figure):
+            parts += [*fig.marks, *fig.axes, fig]
+        parts += [self._xs, self._ys, self._cxs, self._cys]
+        for w in parts:
+            try:
+                w.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+        super().close()
+
     # ------------------------------------------------------------------ selection
     @traitlets.validate("selected_site")
     def _validate_selected(self, proposal):
