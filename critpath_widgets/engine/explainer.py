@@ -459,7 +459,7 @@ class PathwayExplainer:
         """Forward/backward with each site's output multiplied by its mask."""
 
         def apply(i: int, name: str, out: torch.Tensor) -> torch.Tensor:
-            return out * masks[i]
+            return torch.where(masks[i], out, 0.0)
 
         xg = x.detach().requires_grad_(True)
         logits = self._run(hooks, xg, apply)

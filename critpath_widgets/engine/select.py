@@ -96,8 +96,10 @@ def select(
 
 
 def check_finite_scores(flat: torch.Tensor) -> None:
-    """Scores must be finite for a meaningful ranking."""
-    if not bool(torch.isfinite(flat).all()):
+    """Scores must be finite for a meaningful ranking (one reduction, not an elementwise test:
+    the scores are non-negative, so their sum is finite exactly when every score is,
+    barring overflow, which would be just as unusable)."""
+    if not bool(torch.isfinite(flat.sum())):
         raise InputError(
             "contribution scores are not finite (the model produced inf/NaN gradients)"
         )

@@ -1,0 +1,151 @@
+"""Engine speed as ratios measured in one run: pathway explanation / plain gradient.
+
+    python benchmarks/bench_engine.py                 # efficientnet_lite0, resnet50, vgg16
+    python benchmarks/bench_engine.py --models resnet50 --no-naive
+
+For each model (224x224, batch 1; random weights for torchvision models, which are
+offline here, the real weights for efficientnet_lite0) it prints the median time of
+the plain input gradient, NeuronMCT + pathway gradient, ``at_sparsity`` from cached
+scores, the batch-of-8 ratio, and NeuronIntGrad (steps=10) against the straightforward
+loop of one forward/backward per site and alpha (tests/reference.py), with the largest
+score difference between the two. Each model runs in its own process so that the
+peak resident memory printed is that model's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _interleaved(fns: dict, repeats: int) -> dict[str, float]:
+    """Median time of each function, measured in alternation to share any drift."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for f in fns.values():
+        f()  # warm-up
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def run_one(name: str, repeats: int, naive: bool, device: str) -> dict:
+    import torch
+
+    import critpath_widgets as cw
+    from tests import reference as ref
+
+    torch.manual_seed(0)
+    b = cw.load_model(name, weights=None if name == "efficientnet_lite0" else "random")
+    model = b.model.to(device)
+    x = b.preprocess(cw.sample_image("coffee"))[None].to(device)
+    ex = cw.PathwayExplainer(model)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def timed(f):
+        def g():
+            f()
+            sync()
+
+        return g
+
+    e = ex.explain(x, sparsity=0.7)
+    res: dict = {"model": name, "device": device, "sites": len(e.site_names),
+                 "neurons": e.pathway.neurons}
+    t = _interleaved(
+        {
+            "gradient": timed(lambda: ex.gradient(x)),
+            "neuron_mct": timed(lambda: ex.explain(x, sparsity=0.7)),
+            "at_sparsity": timed(lambda: e.at_sparsity(0.9)),
+        },
+        repeats,
+    )
+    res.update({f"t_{k}": v for k, v in t.items()})
+    xb = torch.cat([x, x.flip(3), x.flip(2), x.roll(16, 3)] * 2)
+    tb = _interleaved(
+        {
+            "gradient_b8": timed(lambda: ex.gradient(xb)),
+            "neuron_mct_b8": timed(lambda: ex.explain(xb, sparsity=0.7)),
+        },
+        max(2, repeats // 2),
+    )
+    res.update({f"t_{k}": v for k, v in tb.items()})
+    t0 = time.perf_counter()
+    ei = ex.explain(x, method="neuron_intgrad", steps=10, sparsity=0.7)
+    sync()
+    res["t_intgrad"] = time.perf_counter() - t0
+    if naive:
+        t0 = time.perf_counter()
+        want = ref.intgrad_scores_loop(model, x, ei.target, steps=10)
+        sync()
+        res["t_intgrad_naive"] = time.perf_counter() - t0
+        res["intgrad_max_rel_diff"] = max(
+            float((a - w).abs().max() / w.abs().max().clamp(min=1e-30))
+            for a, w in zip(ei.scores, want, strict=True)
+        )
+    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return res
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["efficientnet_lite0", "resnet50", "vgg16"])
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--no-naive", action="store_true", help="skip the slow reference loop")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.one:
+        print(json.dumps(run_one(a.one, a.repeats, not a.no_naive, a.device)))
+        return
+    import torch
+
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {a.device}")
+    rows = []
+    for m in a.models:
+        cmd = [sys.executable, __file__, "--one", m, "--repeats", str(a.repeats),
+               "--device", a.device] + (["--no-naive"] if a.no_naive else [])
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        rows.append(r)
+        print(json.dumps(r), flush=True)
+    print()
+    hdr = (f"{'model':20} {'sites':>5} {'neurons':>10} {'grad ms':>8} {'mct/grad':>8} "
+           f"{'at_sp/grad':>10} {'b8 mct/grad':>11} {'intgrad/grad':>12} {'naive/ours':>10} "
+           f"{'IG rel diff':>11} {'peak MB':>8}")
+    print(hdr)
+    for r in rows:
+        g = r["t_gradient"]
+        naive = r.get("t_intgrad_naive")
+        print(
+            f"{r['model']:20} {r['sites']:5d} {r['neurons']:10d} {g * 1000:8.1f} "
+            f"{r['t_neuron_mct'] / g:8.2f} {r['t_at_sparsity'] / g:10.2f} "
+            f"{r['t_neuron_mct_b8'] / r['t_gradient_b8']:11.2f} {r['t_intgrad'] / g:12.1f} "
+            f"{(naive / r['t_intgrad']) if naive else float('nan'):10.2f} "
+            f"{r.get('intgrad_max_rel_diff', float('nan')):11.1e} {r['peak_rss_mb']:8.0f}"
+        )
+    print("targets: mct/grad <= 2.3, at_sp/grad <= 1.2, b8 mct/grad <= 2.3, naive/ours >= 2")
+
+
+if __name__ == "__main__":
+    main()
