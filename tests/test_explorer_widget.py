@@ -527,3 +527,18 @@ def test_idle_worker_exits_and_restarts(model, monkeypatch):
         assert w._worker is not None and w._worker is not first
     finally:
         w.close()
+
+
+@pytest.mark.slow
+def test_greedy_reports_progress_and_completes(explorer):
+    w = explorer
+    seen = []
+    w.progress.observe(lambda ch: seen.append(ch["new"]), "value")
+    w.sparsity = 0.3
+    w.method = "greedy"
+    w.wait(TIMEOUT)
+    assert w.last_error is None, w.message_text
+    e = w.explanation
+    assert (e.method, float(e.sparsity)) == ("greedy", pytest.approx(0.3))
+    assert seen, "the progress bar never moved"
+    assert w.progress_box.layout.display == "none" and w.cancel_button.disabled

@@ -229,6 +229,7 @@ class PathwayExplorer(widgets.VBox):
         self._last_progress = 0.0
         self._auto_site = True
         self.stats = {"explain": 0, "at_sparsity": 0, "reused": 0, "gradient": 0, "shown": 0}
+        self.last_timing: dict[str, float] = {}
 
         # ---- model ---------------------------------------------------------------
         self._setup_error: BaseException | None = None
@@ -769,7 +770,10 @@ class PathwayExplorer(widgets.VBox):
         grad = self._gradient(entry, target)
         if self._is_stale(req):
             return
-        self._show(req, entry, target, e, grad, time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        self._show(req, entry, target, e, grad, t1 - t0)
+        #: seconds spent by the last shown request: computing, then updating the widgets
+        self.last_timing = {"compute_s": t1 - t0, "show_s": time.perf_counter() - t1}
 
     def _prepare(self, entry: _ImageEntry) -> None:
         """Decode, preprocess and classify an image (in the worker)."""
