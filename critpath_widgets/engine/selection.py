@@ -19,6 +19,8 @@ _SEED = 0x5EED
 
 def count_true(mask: torch.Tensor) -> torch.Tensor:
     """Per-row count of a 2-D bool tensor (summing bools directly is several times slower)."""
+    if mask.shape[0] == 1:
+        return torch.count_nonzero(mask).reshape(1)
     return mask.view(torch.uint8).sum(dim=1, dtype=torch.int32).long()
 
 
@@ -33,15 +35,42 @@ def _bracket(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     rows, n = scores.shape
     g = torch.Generator(device="cpu").manual_seed(_SEED)
     idx = torch.randint(0, n, (_SAMPLE,), generator=g).to(scores.device)
-    sample = torch.sort(scores[:, idx], dim=1, descending=True).values
+    sample = scores[:, idx]
     p = k / n
     r = p * _SAMPLE
     d = 4.0 * math.sqrt(_SAMPLE * p * (1 - p)) + 8
-    i_hi, i_lo = math.floor(r - d), math.ceil(r + d)
-    hi = sample[:, i_hi] if i_hi >= 0 else torch.full((rows,), math.inf, device=scores.device)
-    lo = sample[:, i_lo] if i_lo < _SAMPLE else torch.full((rows,), -math.inf,
-                                                             device=scores.device)
-    return lo.to(scores.dtype), hi.to(scores.dtype)
+    i_hi, i_lo = math.floor(r - d), math.ceil(r + d)  # ranks from the top, 0-based
+
+    def kth_largest(i: int) -> torch.Tensor:
+        return torch.kthvalue(sample, _SAMPLE - i, dim=1).values
+
+    inf = torch.full((rows,), math.inf, dtype=scores.dtype, device=scores.device)
+    hi = kth_largest(i_hi) if i_hi >= 0 else inf
+    lo = kth_largest(i_lo) if i_lo < _SAMPLE else -inf
+    return lo, hi
+
+
+def _band_thresholds(
+    vals: torch.Tensor, rid: torch.Tensor, c_band: torch.Tensor, need: torch.Tensor
+) -> torch.Tensor:
+    """Per row, the need-th largest of that row's band values (+inf where need is 0)."""
+    rows = c_band.numel()
+    inf = torch.full((rows,), math.inf, dtype=vals.dtype, device=vals.device)
+    kmax = int(need.max()) if need.numel() else 0
+    if kmax <= 0:
+        return inf
+    if rows == 1:
+        m = vals.numel()
+        t = torch.kthvalue(vals, m - int(need[0]) + 1).values
+        return t.reshape(1)
+    first = torch.cumsum(c_band, 0) - c_band
+    col = torch.arange(vals.numel(), device=vals.device) - first[rid]
+    padded = torch.full((rows, int(c_band.max())), -math.inf, dtype=vals.dtype,
+                        device=vals.device)
+    padded[rid, col] = vals
+    top = torch.topk(padded, kmax, dim=1, sorted=True).values
+    t = top.gather(1, (need - 1).clamp(min=0)[:, None])[:, 0]
+    return torch.where(need > 0, t, inf)
 
 
 def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -66,16 +95,21 @@ def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     c_band = torch.bincount(rid, minlength=rows)
     need = k - (c_ge - c_band)  # how many band entries each row keeps
     ok = (need >= 0) & (need <= c_band)
+    need = torch.where(ok, need, 0)
     vals = scores[rid, pos[:, 1]]
-    # order band entries by value (descending; stable keeps ties in position order),
-    # then stably by row, so each row's entries come best first
-    order = torch.sort(vals, descending=True, stable=True).indices
-    if rows > 1:
-        order = order[torch.sort(rid[order], stable=True).indices]
-    first = torch.cumsum(c_band, 0) - c_band
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(order.numel(), device=scores.device) - first[rid[order]]
-    drop = rank >= need[rid]
+    thr = _band_thresholds(vals, rid, c_band, need)[rid]
+    keep = vals > thr
+    # ties at the threshold: the first ones by position, up to each row's quota
+    quota = need - torch.bincount(rid[keep], minlength=rows)
+    tie = (vals == thr).nonzero()[:, 0]
+    if tie.numel():
+        t_rid = rid[tie]
+        t_count = torch.bincount(t_rid, minlength=rows)
+        t_rank = torch.arange(tie.numel(), device=scores.device) - (
+            torch.cumsum(t_count, 0) - t_count
+        )[t_rid]
+        keep[tie[t_rank < quota[t_rid]]] = True
+    drop = ~keep
     mask[rid[drop], pos[drop, 1]] = False
     for r in (~ok).nonzero().flatten().tolist():  # bracket missed (very unlikely): exact
         mask[r] = _exact_small(scores[r : r + 1], k)[0]
