@@ -535,3 +535,31 @@ def test_torchvision_weights_file_loads_with_weights_only(tmp_path):
     torch.save({"x": torch.zeros(1)}, bad)
     with pytest.raises(ModelError, match="do not fit"):
         cw.load_model("resnet18", weights=bad)
+
+
+def test_sorted_ranking_matches_full_sort_with_ties():
+    from critpath_widgets.engine.selection import Ranking
+
+    g = torch.Generator().manual_seed(1)
+    s = torch.rand(2, 300_000, generator=g) ** 4
+    s[:, :100_000] = 0.0
+    s[0, 150_000:150_050] = 0.25
+    r = Ranking(s)
+    assert r.usable
+    for k in [1, 5_000, 123_456, 200_000, 250_000, 299_999]:
+        assert torch.equal(r.mask(k), ref.topk_mask_sort(s, k)), k
+        assert torch.equal(r.mask(k, 1000, 200_000), ref.topk_mask_sort(s[:, 1000:200_000], k)), k
+    assert not Ranking(-s).usable  # negative values: the bit trick does not apply
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_at_sparsity_fast_path_matches_fresh_selection(resnet, scope):
+    x = rand_x(2, 48)
+    ex = PathwayExplainer(resnet)
+    e = ex.explain(x, sparsity=0.3, scope=scope)
+    e.prepare_sparsity_changes()
+    for s in [0.0, 0.5, 0.95, 0.3]:
+        a = e.at_sparsity(s)
+        b = ex.explain(x, sparsity=s, scope=scope)
+        assert torch.equal(a.pathway.flat, b.pathway.flat), s
+        torch.testing.assert_close(a.saliency, b.saliency)

@@ -29,7 +29,7 @@ from .select import (
     keep_count,
     select,
 )
-from .selection import topk_mask
+from .selection import Ranking, topk_mask
 from .sites import (
     SiteHooks,
     SiteSpec,
@@ -117,6 +117,7 @@ class Explanation:
     _flat_scores: torch.Tensor = field(repr=False)
     _flat_contrib: torch.Tensor = field(repr=False)
     _layout: SiteLayout = field(repr=False)
+    _ranking: Ranking = field(repr=False)
 
     @property
     def sparsity(self) -> float:
@@ -158,7 +159,7 @@ class Explanation:
             self.inputs,
             self.target,
             self.method,
-            self._flat_scores,
+            self._ranking,
             self._flat_contrib,
             self._layout,
             self.site_names,
@@ -167,6 +168,18 @@ class Explanation:
             self.scope,
             self.granularity,
         )
+
+    def prepare_sparsity_changes(self) -> None:
+        """Sort the cached scores now (once per explanation), so that every later
+        :meth:`at_sparsity` selects with a single comparison pass. ``at_sparsity`` does
+        this itself on first use; interactive front ends call it while idle."""
+        if self.granularity != "neuron" or not self._ranking.usable:
+            return
+        if self.scope == "global":
+            self._ranking.keys()
+        else:
+            for o, size in zip(self._layout.offsets, self._layout.sizes, strict=True):
+                self._ranking.keys(o, o + size)
 
     def layer_summary(self, sample: int = 0) -> list[SiteSummary]:
         """Per site: neurons, kept neurons, total and kept contribution, per-channel sums."""
@@ -276,7 +289,7 @@ class PathwayExplainer:
                     x,
                     tgt,
                     method,
-                    flat,
+                    Ranking(flat),
                     contrib,
                     layout,
                     names,
@@ -456,10 +469,10 @@ class PathwayExplainer:
     def _masked_pass(
         self, hooks: SiteHooks, x: torch.Tensor, tgt: torch.Tensor, masks: list[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward/backward with each site's output multiplied by its mask."""
+        """Forward/backward with each site's output multiplied by its (0/1 float) mask."""
 
         def apply(i: int, name: str, out: torch.Tensor) -> torch.Tensor:
-            return torch.where(masks[i], out, 0.0)
+            return out * masks[i]
 
         xg = x.detach().requires_grad_(True)
         logits = self._run(hooks, xg, apply)
@@ -472,7 +485,7 @@ class PathwayExplainer:
         x: torch.Tensor,
         tgt: torch.Tensor,
         method: str,
-        flat: torch.Tensor,
+        ranking: Ranking,
         contrib: torch.Tensor,
         layout: SiteLayout,
         names: list[str],
@@ -480,10 +493,15 @@ class PathwayExplainer:
         sparsity: float,
         scope: str,
         granularity: str,
+        sorted_selection: bool = False,
     ) -> Explanation:
-        mask_flat = select(flat, layout, sparsity, scope, granularity)
+        flat = ranking.scores
+        mask_flat = select(
+            flat, layout, sparsity, scope, granularity, ranking if sorted_selection else None
+        )
         masks = layout.views(mask_flat)
-        p_logits, sal = self._masked_pass(hooks, x, tgt, masks)
+        # multiplying by a float 0/1 mask is cheaper forward and backward than torch.where
+        p_logits, sal = self._masked_pass(hooks, x, tgt, layout.views(mask_flat.to(x.dtype)))
         return Explanation(
             saliency=sal,
             scores=layout.views(flat),
@@ -498,6 +516,7 @@ class PathwayExplainer:
             _flat_scores=flat,
             _flat_contrib=contrib,
             _layout=layout,
+            _ranking=ranking,
         )
 
     def _from_scores(
@@ -505,7 +524,7 @@ class PathwayExplainer:
         x: torch.Tensor,
         tgt: torch.Tensor,
         method: str,
-        flat: torch.Tensor,
+        ranking: Ranking,
         contrib: torch.Tensor,
         layout: SiteLayout,
         names: list[str],
@@ -521,7 +540,7 @@ class PathwayExplainer:
                 x,
                 tgt,
                 method,
-                flat,
+                ranking,
                 contrib,
                 layout,
                 names,
@@ -529,6 +548,7 @@ class PathwayExplainer:
                 sparsity,
                 scope,
                 granularity,
+                sorted_selection=True,
             )
 
     # ------------------------------------------------------------------ NeuronIntGrad

@@ -8,7 +8,7 @@ import torch
 
 from ..errors import InputError, OptionError
 from .layout import SiteLayout
-from .selection import topk_mask
+from .selection import Ranking, topk_mask
 
 SCOPES = ("global", "layer")
 GRANULARITIES = ("neuron", "channel")
@@ -69,11 +69,13 @@ def select(
     sparsity: float,
     scope: str = "global",
     granularity: str = "neuron",
+    ranking: Ranking | None = None,
 ) -> torch.Tensor:
     """Flat bool mask (N, total) of the pathway kept at ``sparsity``.
 
     global: one threshold per sample over every site; layer: the same share in each site.
     neuron granularity ranks neurons; channel granularity ranks channels by summed score.
+    A :class:`Ranking` of ``flat`` (sorted once) makes neuron selection one comparison.
     """
     if granularity == "channel":
         ch = channel_scores(flat, layout)
@@ -87,11 +89,15 @@ def select(
                 ch_mask[:, o : o + c] = topk_mask(ch[:, o : o + c], keep_count(c, sparsity))
                 o += c
         return expand_channels(ch_mask, layout)
+    fast = ranking is not None and ranking.usable and ranking.scores is flat
     if scope == "global":
-        return topk_mask(flat, keep_count(layout.total, sparsity))
+        k = keep_count(layout.total, sparsity)
+        return ranking.mask(k) if fast else topk_mask(flat, k)
     out = torch.empty_like(flat, dtype=torch.bool)
-    for i, size in enumerate(layout.sizes):
-        layout.slice(out, i).copy_(topk_mask(layout.slice(flat, i), keep_count(size, sparsity)))
+    for i, (o, size) in enumerate(zip(layout.offsets, layout.sizes, strict=True)):
+        k = keep_count(size, sparsity)
+        m = ranking.mask(k, o, o + size) if fast else topk_mask(layout.slice(flat, i), k)
+        layout.slice(out, i).copy_(m)
     return out
 
 

@@ -65,8 +65,7 @@ def _band_thresholds(
         return t.reshape(1)
     first = torch.cumsum(c_band, 0) - c_band
     col = torch.arange(vals.numel(), device=vals.device) - first[rid]
-    padded = torch.full((rows, int(c_band.max())), -math.inf, dtype=vals.dtype,
-                        device=vals.device)
+    padded = torch.full((rows, int(c_band.max())), -math.inf, dtype=vals.dtype, device=vals.device)
     padded[rid, col] = vals
     top = torch.topk(padded, kmax, dim=1, sorted=True).values
     t = top.gather(1, (need - 1).clamp(min=0)[:, None])[:, 0]
@@ -105,12 +104,89 @@ def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     if tie.numel():
         t_rid = rid[tie]
         t_count = torch.bincount(t_rid, minlength=rows)
-        t_rank = torch.arange(tie.numel(), device=scores.device) - (
-            torch.cumsum(t_count, 0) - t_count
-        )[t_rid]
+        t_rank = (
+            torch.arange(tie.numel(), device=scores.device)
+            - (torch.cumsum(t_count, 0) - t_count)[t_rid]
+        )
         keep[tie[t_rank < quota[t_rid]]] = True
     drop = ~keep
     mask[rid[drop], pos[drop, 1]] = False
     for r in (~ok).nonzero().flatten().tolist():  # bracket missed (very unlikely): exact
         mask[r] = _exact_small(scores[r : r + 1], k)[0]
     return mask
+
+
+def mask_at_threshold(scores: torch.Tensor, thr: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep exactly k per row given each row's exact k-th largest value ``thr``.
+
+    Entries above ``thr`` are kept; of those equal to it, the first ones by position.
+    """
+    mask = scores >= thr[:, None]
+    if bool((count_true(mask) == k).all()):
+        return mask
+    mask = scores > thr[:, None]
+    quota = k - count_true(mask)
+    tie = (scores == thr[:, None]).nonzero()
+    t_rid = tie[:, 0]
+    t_count = torch.bincount(t_rid, minlength=scores.shape[0])
+    t_rank = (
+        torch.arange(t_rid.numel(), device=scores.device)
+        - (torch.cumsum(t_count, 0) - t_count)[t_rid]
+    )
+    take = t_rank < quota[t_rid]
+    mask[t_rid[take], tie[take, 1]] = True
+    return mask
+
+
+class Ranking:
+    """Sorted copies of non-negative scores, so that any k needs one comparison pass.
+
+    The bit patterns of non-negative floats sort like the floats, and integer sorts are
+    several times faster than float sorts here; the sort is paid once (on first use)
+    and then every new sparsity reads its threshold off the sorted keys.
+    """
+
+    def __init__(self, scores: torch.Tensor):
+        self.scores = scores
+        self._keys: dict[tuple[int, int], torch.Tensor] = {}
+        self._usable: bool | None = None
+
+    @property
+    def usable(self) -> bool:
+        """True when the scores are non-negative floats whose bit patterns sort like them."""
+        if self._usable is None:
+            bits = _int_view(self.scores)
+            self._usable = bits is not None and not bool((bits < 0).any())
+        return self._usable
+
+    def keys(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Row-wise ascending sorted bit patterns of columns [start, stop)."""
+        stop = self.scores.shape[1] if stop is None else stop
+        key = (start, stop)
+        if key not in self._keys:
+            bits = _int_view(self.scores[:, start:stop].contiguous())
+            self._keys[key] = torch.sort(bits, dim=1).values
+        return self._keys[key]
+
+    def mask(self, k: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """topk_mask of columns [start, stop), from the sorted keys."""
+        part = self.scores[:, start:stop]
+        n = part.shape[1]
+        if k >= n:
+            return torch.ones_like(part, dtype=torch.bool)
+        if k <= 0:
+            return torch.zeros_like(part, dtype=torch.bool)
+        thr = self.keys(start, stop)[:, n - k].contiguous().view(self.scores.dtype)
+        return mask_at_threshold(part, thr, k)
+
+
+def _int_view(t: torch.Tensor) -> torch.Tensor | None:
+    ints = {
+        torch.float32: torch.int32,
+        torch.float64: torch.int64,
+        torch.float16: torch.int16,
+        torch.bfloat16: torch.int16,
+    }
+    if t.dtype not in ints or not t.is_contiguous():
+        return None
+    return t.view(ints[t.dtype])
