@@ -469,10 +469,14 @@ class PathwayExplainer:
     def _masked_pass(
         self, hooks: SiteHooks, x: torch.Tensor, tgt: torch.Tensor, masks: list[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward/backward with each site's output multiplied by its (0/1 float) mask."""
+        """Forward/backward with each site's output multiplied by its mask.
+
+        The bool mask becomes a 0/1 float tensor site by site: a product is cheaper than
+        torch.where forward and backward, and converting per site avoids one big buffer.
+        """
 
         def apply(i: int, name: str, out: torch.Tensor) -> torch.Tensor:
-            return out * masks[i]
+            return out * masks[i].to(out.dtype)
 
         xg = x.detach().requires_grad_(True)
         logits = self._run(hooks, xg, apply)
@@ -500,8 +504,7 @@ class PathwayExplainer:
             flat, layout, sparsity, scope, granularity, ranking if sorted_selection else None
         )
         masks = layout.views(mask_flat)
-        # multiplying by a float 0/1 mask is cheaper forward and backward than torch.where
-        p_logits, sal = self._masked_pass(hooks, x, tgt, layout.views(mask_flat.to(x.dtype)))
+        p_logits, sal = self._masked_pass(hooks, x, tgt, masks)
         return Explanation(
             saliency=sal,
             scores=layout.views(flat),
