@@ -268,8 +268,8 @@ def test_vmax_and_colorize_follow_the_documented_rules():
     rgba = ov.colorize(np.array([[-2.0, 0.0, 1.0, 2.0, 4.0]]), ramp, "signed", 0.6, vmax=2)
     assert rgba[0].tolist() == [
         [0, 255, 7, a],
-        [128, 127, 7, a],
-        [192, 63, 7, a],
+        [128, 127, 7, 0],  # zero attribution leaves the image untouched
+        [192, 63, 7, int(np.floor(0.6 * 0.5 * 255 + 0.5))],
         [255, 0, 7, a],
         [255, 0, 7, a],
     ]

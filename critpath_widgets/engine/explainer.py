@@ -182,29 +182,42 @@ class Explanation:
                 self._ranking.keys(o, o + size)
 
     def layer_summary(self, sample: int = 0) -> list[SiteSummary]:
-        """Per site: neurons, kept neurons, total and kept contribution, per-channel sums."""
+        """Per site: neurons, kept neurons, total and kept contribution, per-channel sums.
+
+        The per-channel totals do not depend on the sparsity and are computed once per
+        scoring (shared with :meth:`at_sparsity` results); only the kept part is new.
+        """
         n = self.saliency.shape[0]
         if not -n <= sample < n:
             raise InputError(f"sample {sample} out of range for a batch of {n}")
+        sample %= n
+        layout = self._layout
+        chans = layout.channels()
+        totals = self._ranking.cache.get(("channel_total", sample))
+        if totals is None:
+            row = self._flat_contrib[sample]
+            totals = [
+                row[o : o + size].view(c, -1).sum(dim=1).cpu()
+                for o, size, c in zip(layout.offsets, layout.sizes, chans, strict=True)
+            ]
+            self._ranking.cache[("channel_total", sample)] = totals
+        mrow = self.pathway.flat[sample]
+        kept_row = self._flat_contrib[sample] * mrow
         out = []
-        for i, (c, m) in enumerate(zip(self.contributions, self.pathway.masks, strict=True)):
-            c = c[sample].detach()
-            m = m[sample]
-            ch = c.shape[0] if c.dim() else 1
-            kept_c = c * m
-            ct = c.reshape(ch, -1).sum(dim=1)
-            ck = kept_c.reshape(ch, -1).sum(dim=1)
+        for i, (o, size, c) in enumerate(zip(layout.offsets, layout.sizes, chans, strict=True)):
+            ck = kept_row[o : o + size].view(c, -1).sum(dim=1).cpu()
+            ct = totals[i]
             out.append(
                 SiteSummary(
                     index=i,
                     name=self.site_names[i],
-                    shape=tuple(c.shape),
-                    neurons=int(m.numel()),
-                    kept=int(m.sum()),
+                    shape=layout.shapes[i],
+                    neurons=size,
+                    kept=int(torch.count_nonzero(mrow[o : o + size])),
                     total=float(ct.sum()),
                     kept_total=float(ck.sum()),
-                    channel_total=ct.cpu(),
-                    channel_kept=ck.cpu(),
+                    channel_total=ct,
+                    channel_kept=ck,
                 )
             )
         return out

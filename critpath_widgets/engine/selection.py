@@ -149,6 +149,8 @@ class Ranking:
         self.scores = scores
         self._keys: dict[tuple[int, int], torch.Tensor] = {}
         self._usable: bool | None = None
+        #: other sparsity-independent results derived from one scoring (layer summaries)
+        self.cache: dict = {}
 
     @property
     def usable(self) -> bool:

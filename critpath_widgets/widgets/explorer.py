@@ -774,6 +774,13 @@ class PathwayExplorer(widgets.VBox):
         self._show(req, entry, target, e, grad, t1 - t0)
         #: seconds spent by the last shown request: computing, then updating the widgets
         self.last_timing = {"compute_s": t1 - t0, "show_s": time.perf_counter() - t1}
+        if cached is None:
+            with self._cond:
+                idle = self._pending is None
+            if idle:
+                # sort the new scores while the user looks, so that slider moves need a
+                # single comparison pass to select (Explanation.at_sparsity)
+                e.prepare_sparsity_changes()
 
     def _prepare(self, entry: _ImageEntry) -> None:
         """Decode, preprocess and classify an image (in the worker)."""

@@ -17,8 +17,9 @@ Colour mapping (the same in the browser and in :func:`colorize` here):
 * ``t`` = ``(v / vmax + 1) / 2`` (signed, diverging), ``max(v, 0) / vmax`` (positive),
   ``max(-v, 0) / vmax`` (negative), ``|v| / vmax`` (absolute), clipped to [0, 1];
   colour = LUT row ``min(floor(t * 256), 255)``.
-* alpha = ``opacity`` x the LUT's alpha in signed mode; in the one-sided modes it is
-  also multiplied by ``t``, so pixels without attribution leave the image visible.
+* alpha = ``opacity`` x the LUT's alpha x the magnitude ``min(|v| / vmax, 1)``
+  (``|2t - 1|`` in signed mode, ``t`` in the one-sided modes), so pixels without
+  attribution leave the image visible and strong ones cover it.
 
 torch is never imported here: tensors are accepted by duck typing (``.detach()``).
 """
@@ -238,7 +239,8 @@ def colorize(
     lut = np.asarray(lut, dtype=np.uint8).reshape(256, 4)
     rgba = lut[idx].copy()
     op = min(1.0, max(0.0, float(opacity)))
-    alpha = lut[idx, 3] / 255.0 * op * (t if sign != "signed" else 1.0)
+    mag = np.abs(2 * t - 1) if sign == "signed" else t
+    alpha = lut[idx, 3] / 255.0 * op * mag
     rgba[..., 3] = np.floor(alpha * 255 + 0.5).astype(np.uint8)
     rgba[~finite] = 0
     return rgba

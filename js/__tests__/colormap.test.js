@@ -89,12 +89,12 @@ describe("colorize", () => {
   const lut = rampLut();
   const px = (rgba, i) => Array.from(rgba.subarray(i * 4, i * 4 + 4));
 
-  it("signed mode: colour from the diverging index, alpha = opacity everywhere", () => {
+  it("signed mode: colour from the diverging index, alpha = opacity x magnitude", () => {
     const rgba = colorize(Float32Array.from([-2, 0, 1, 2, 4]), lut, { sign: "signed", opacity: 0.6, vmax: 2 });
     const a = Math.round(0.6 * 255);
     expect(px(rgba, 0)).toEqual([0, 255, 7, a]);
-    expect(px(rgba, 1)).toEqual([128, 127, 7, a]);
-    expect(px(rgba, 2)).toEqual([192, 63, 7, a]);
+    expect(px(rgba, 1)).toEqual([128, 127, 7, 0]); // zero attribution: image untouched
+    expect(px(rgba, 2)).toEqual([192, 63, 7, Math.round(0.6 * 0.5 * 255)]);
     expect(px(rgba, 3)).toEqual([255, 0, 7, a]);
     expect(px(rgba, 4)).toEqual([255, 0, 7, a]); // clipped
   });
@@ -120,7 +120,7 @@ describe("colorize", () => {
     expect(px(colorize(Float32Array.from([1]), lut, { opacity: 0, vmax: 1 }), 0)[3]).toBe(0);
     const half = rampLut();
     for (let i = 0; i < 256; i++) half[i * 4 + 3] = 128;
-    expect(px(colorize(Float32Array.from([0]), half, { opacity: 1, vmax: 1 }), 0)[3]).toBe(128);
+    expect(px(colorize(Float32Array.from([1]), half, { opacity: 1, vmax: 1 }), 0)[3]).toBe(128);
     expect(px(colorize(Float32Array.from([NaN]), lut, { opacity: 1, vmax: 1 }), 0)).toEqual([0, 0, 0, 0]);
   });
 });

@@ -98,10 +98,10 @@ describe("AttributionOverlay front end", () => {
     const layer = w.state.mapLayer;
     expect([layer.width, layer.height]).toEqual([3, 2]);
     const rgba = layer._pixels.data; // what went into putImageData
-    const a = Math.round(0.6 * 255);
-    expect(px(rgba, 0)).toEqual([64, 191, 0, a]); // -2 -> (-0.5+1)/2 = 0.25 -> 64
-    expect(px(rgba, 2)).toEqual([128, 127, 0, a]); // 0 -> 128
-    expect(px(rgba, 5)).toEqual([255, 0, 0, a]); // 4 -> 1
+    // alpha = opacity x |v| / vmax: zero attribution leaves the image untouched
+    expect(px(rgba, 0)).toEqual([64, 191, 0, Math.round(0.6 * 0.5 * 255)]); // -2 -> 0.25 -> 64
+    expect(px(rgba, 2)).toEqual([128, 127, 0, 0]); // 0 -> 128, transparent
+    expect(px(rgba, 5)).toEqual([255, 0, 0, Math.round(0.6 * 255)]); // 4 -> 1
     w.cleanup();
   });
 
@@ -133,7 +133,7 @@ describe("AttributionOverlay front end", () => {
     model.set("opacity", 0.3); // a Python-side change
     expect(el.dataset.paintCount).toBe("2");
     expect(el.dataset.paintKey).not.toBe(key1);
-    expect(w.state.pixels[3]).toBe(Math.round(0.3 * 255));
+    expect(w.state.pixels[3]).toBe(Math.round(0.3 * 0.5 * 255)); // value -2 of vmax 4
     expect(el.querySelector(".critpath-overlay-opacity").value).toBe("0.3");
     expect(w.repaint()).toBe(false);
     expect(el.dataset.paintCount).toBe("2");
@@ -149,7 +149,7 @@ describe("AttributionOverlay front end", () => {
     expect(model.get("opacity")).toBeCloseTo(0.2);
     expect(model.saves).toBe(1);
     expect(el.dataset.paintCount).toBe("2"); // the model echo did not paint again
-    expect(w.state.pixels[3]).toBe(Math.round(0.2 * 255));
+    expect(w.state.pixels[3]).toBe(Math.round(0.2 * 0.5 * 255));
 
     const sign = el.querySelector(".critpath-overlay-sign");
     sign.value = "positive";

@@ -115,11 +115,10 @@ export function lutIndex(t) {
 /**
  * Build RGBA pixels (length values.length * 4) for the map.
  *
- * Colour: lut[lutIndex(normalise(v))]. Alpha: in "signed" mode every pixel gets
- * opacity * the LUT's alpha (a diverging map is meant to be read everywhere);
- * in the one-sided modes (positive / negative / absolute) alpha is also scaled
- * by the normalised magnitude t, so zero attribution leaves the image visible
- * and only the strong pixels cover it. Non-finite values are transparent.
+ * Colour: lut[lutIndex(normalise(v))]. Alpha: opacity * the LUT's alpha * the
+ * normalised magnitude (|v| / vmax, clipped to 1; in the one-sided modes that is
+ * t itself, in "signed" mode |2t - 1|), so zero attribution leaves the image
+ * visible and only strong pixels cover it. Non-finite values are transparent.
  *
  * @param {Float32Array} values map values
  * @param {Uint8Array} lut 256 * 4 bytes RGBA
@@ -130,7 +129,6 @@ export function colorize(values, lut, { sign = "signed", opacity = 1, vmax = 1 }
   const n = values.length;
   const rgba = out || new Uint8ClampedArray(n * 4);
   const op = Math.min(1, Math.max(0, Number(opacity) || 0));
-  const scaleAlpha = sign !== "signed";
   const vm = vmax > 0 && Number.isFinite(vmax) ? vmax : 1;
   for (let i = 0; i < n; i++) {
     const v = values[i];
@@ -144,7 +142,8 @@ export function colorize(values, lut, { sign = "signed", opacity = 1, vmax = 1 }
     rgba[o] = lut[j];
     rgba[o + 1] = lut[j + 1];
     rgba[o + 2] = lut[j + 2];
-    const a = (lut[j + 3] / 255) * op * (scaleAlpha ? t : 1);
+    const mag = sign === "signed" ? Math.abs(2 * t - 1) : t;
+    const a = (lut[j + 3] / 255) * op * mag;
     rgba[o + 3] = Math.round(a * 255);
   }
   return rgba;
