@@ -339,7 +339,7 @@ class PathwayExplainer:
         with _grad_enabled(), eval_mode(self.model), SiteHooks(self._modules) as hooks:
             yield hooks
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, batch: int | None = None) -> torch.Tensor:
         try:
             out = self.model(x)
         except (Cancelled, ModelError, InputError):
@@ -348,11 +348,12 @@ class PathwayExplainer:
             raise ModelError(
                 f"the model's forward pass failed on input {tuple(x.shape)}: {e}"
             ) from e
-        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
+        batch = x.shape[0] if batch is None else batch
+        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != batch:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ModelError(
                 f"the model must return logits shaped (N, classes); got {shape} for a batch "
-                f"of {x.shape[0]}"
+                f"of {batch}"
             )
         return out
 
@@ -434,10 +435,16 @@ class PathwayExplainer:
             )
         return t.to(logits.device)
 
-    def _run(self, hooks: SiteHooks, x: torch.Tensor, handler: Callable[..., Any]) -> torch.Tensor:
+    def _run(
+        self,
+        hooks: SiteHooks,
+        x: torch.Tensor,
+        handler: Callable[..., Any],
+        batch: int | None = None,
+    ) -> torch.Tensor:
         """One forward pass with ``handler`` at every site; checks the site count."""
         with hooks.pass_with(handler) as count:
-            logits = self._forward(x)
+            logits = self._forward(x, batch)
         n = count()
         if n == 0:
             raise ModelError(
@@ -591,12 +598,14 @@ class PathwayExplainer:
         flat = torch.empty(n, layout.total, dtype=x.dtype, device=x.device)
         out_views = layout.views(flat)
         total = len(acts)
-        for i in range(total):
+        # last site first: the one-time check of the batch-1 prefix shortcut then runs
+        # where it is cheapest (the shortest suffix)
+        for done, i in enumerate(reversed(range(total)), start=1):
             gsum = self._alpha_grad_sum(hooks, x, tgt, i, alphas, chunk)
             gsum += grads[i]
             torch.mul(acts[i], gsum, out=out_views[i])
             if progress is not None:
-                progress(i + 1, total)
+                progress(done, total)
         flat.abs_().div_(steps + 1)
         return flat
 
@@ -613,20 +622,20 @@ class PathwayExplainer:
         n = x.shape[0]
         if n == 1 and self._broadcast_ok is not False:
             try:
-                g = self._alpha_grads_broadcast(hooks, x, tgt, site, alphas, chunk)
+                g = self._alpha_grads(hooks, x, tgt, site, alphas, chunk, broadcast=True)
             except (ModelError, RuntimeError):
                 g = None
             if g is not None and self._broadcast_ok is None:
-                ref = self._alpha_grads_full(hooks, x, tgt, site, alphas, chunk)
+                ref = self._alpha_grads(hooks, x, tgt, site, alphas, chunk, broadcast=False)
                 ok = torch.allclose(g, ref, rtol=1e-4, atol=1e-6 * float(ref.abs().max()) + 1e-12)
                 self._broadcast_ok = bool(ok)
                 g = g if ok else ref
             if g is not None:
                 return g
             self._broadcast_ok = False
-        return self._alpha_grads_full(hooks, x, tgt, site, alphas, chunk)
+        return self._alpha_grads(hooks, x, tgt, site, alphas, chunk, broadcast=False)
 
-    def _alpha_grads_broadcast(
+    def _alpha_grads(
         self,
         hooks: SiteHooks,
         x: torch.Tensor,
@@ -634,43 +643,15 @@ class PathwayExplainer:
         site: int,
         alphas: torch.Tensor,
         chunk: int,
+        broadcast: bool,
     ) -> torch.Tensor:
-        """Single image: prefix at batch 1, the site output becomes a batch of alphas."""
-        total: torch.Tensor | None = None
-        for a_chunk in alphas.split(chunk):
-            zs: list[torch.Tensor] = []
+        """Sum over alphas of dy/dz at z = alpha * a_site, per sample.
 
-            def scale(
-                i: int, name: str, out: torch.Tensor, a=a_chunk, zs=zs
-            ) -> torch.Tensor | None:
-                if i != site:
-                    return None
-                z = (a.view(-1, *([1] * (out.dim() - 1))) * out.detach()).requires_grad_(True)
-                zs.append(z)
-                return z.clone() if self._protect else z
-
-            xg = x.detach()
-            with hooks.pass_with(scale):
-                logits = self.model(xg)
-            if not isinstance(logits, torch.Tensor) or logits.shape[0] != a_chunk.numel():
-                raise ModelError("batch broadcast from a site is not supported by this model")
-            y = logits[:, tgt[0]].sum()
-            (g,) = torch.autograd.grad(y, zs[0])
-            g = g.sum(dim=0, keepdim=True)
-            total = g if total is None else total + g
-        assert total is not None
-        return total
-
-    def _alpha_grads_full(
-        self,
-        hooks: SiteHooks,
-        x: torch.Tensor,
-        tgt: torch.Tensor,
-        site: int,
-        alphas: torch.Tensor,
-        chunk: int,
-    ) -> torch.Tensor:
-        """Any batch: every (sample, alpha) pair is a row of a batched forward pass."""
+        Every (sample, alpha) pair is a row of a batched pass. The layers before the
+        site run without recording a graph (only the suffix is differentiated); with
+        ``broadcast`` (one image) they even run at batch 1, and the site output turns
+        into the batch of alphas, which later layers broadcast against.
+        """
         n, m = x.shape[0], alphas.numel()
         rows_sample = torch.arange(n, device=x.device).repeat_interleave(m)
         rows_alpha = alphas.repeat(n)
@@ -682,11 +663,13 @@ class PathwayExplainer:
             def scale(i: int, name: str, out: torch.Tensor, al=al, zs=zs) -> torch.Tensor | None:
                 if i != site:
                     return None
+                torch.set_grad_enabled(True)  # record from here on; no_grad restores it
                 z = (al.view(-1, *([1] * (out.dim() - 1))) * out.detach()).requires_grad_(True)
                 zs.append(z)
                 return z.clone() if self._protect else z
 
-            logits = self._run(hooks, x[si], scale)
+            with torch.no_grad():
+                logits = self._run(hooks, x[:1] if broadcast else x[si], scale, batch=len(si))
             y = logits.gather(1, tgt[si][:, None]).sum()
             (g,) = torch.autograd.grad(y, zs[0])
             if total is None:
