@@ -178,7 +178,40 @@ class Ranking:
         if k <= 0:
             return torch.zeros_like(part, dtype=torch.bool)
         thr = self.keys(start, stop)[:, n - k].contiguous().view(self.scores.dtype)
+        if bool((thr == 0).all()):
+            return self._mask_with_zero_ties(k, start, stop)
         return mask_at_threshold(part, thr, k)
+
+    _BLOCK = 4096
+
+    def _mask_with_zero_ties(self, k: int, start: int, stop: int | None) -> torch.Tensor:
+        """Threshold 0, the smallest score (dead neurons): all positive scores are kept,
+        plus the first zeros by position. The zeros' block counts are computed once, so
+        the cut after the quota-th zero is found by a search, not a scan."""
+        key = ("zeros", start, stop)
+        if key not in self.cache:
+            part = self.scores[:, start:stop]
+            pos = part > 0
+            zero = ~pos
+            rows, n = zero.shape
+            nb = -(-n // self._BLOCK)
+            padded = torch.zeros(rows, nb * self._BLOCK, dtype=torch.uint8, device=zero.device)
+            padded[:, :n] = zero.view(torch.uint8)
+            per_block = padded.view(rows, nb, self._BLOCK).sum(dim=2, dtype=torch.int32)
+            self.cache[key] = (pos, zero, torch.cumsum(per_block, dim=1).long())
+        pos, zero, cum = self.cache[key]
+        mask = pos.clone()
+        quota = k - count_true(pos)
+        for r, q in enumerate(quota.tolist()):  # one search per row, no per-element work
+            if q <= 0:
+                continue
+            b = int(torch.searchsorted(cum[r], q))
+            before = int(cum[r, b - 1]) if b > 0 else 0
+            lo = b * self._BLOCK
+            inside = zero[r, lo : lo + self._BLOCK].nonzero()[:, 0]
+            cut = lo + int(inside[q - before - 1]) + 1
+            mask[r, :cut] = True  # below the cut: positive scores and the first q zeros
+        return mask
 
 
 def _int_view(t: torch.Tensor) -> torch.Tensor | None:
