@@ -563,3 +563,55 @@ def test_at_sparsity_fast_path_matches_fresh_selection(resnet, scope):
         b = ex.explain(x, sparsity=s, scope=scope)
         assert torch.equal(a.pathway.flat, b.pathway.flat), s
         torch.testing.assert_close(a.saliency, b.saliency)
+
+
+class _Block(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)
+        self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)
+        self.relu = nn.ReLU(inplace=True)  # called twice per block
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += x  # in place, into a module's output
+        return self.relu(out)
+
+
+class _BatchCapturing(nn.Module):
+    """Reads the batch size from its input, like EfficientNet's ``x.view(bs, -1)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU6())
+        self.blocks = nn.ModuleList([_Block(8), _Block(8)])
+        self.head = nn.ReLU6()
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        bs = x.size(0)
+        h = self.stem(x)
+        for b in self.blocks:
+            h = b(h)
+        return self.fc(self.head(h).mean((2, 3)).view(bs, -1))
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_intgrad_prefix_replay_on_a_model_that_reads_its_batch_size(n):
+    torch.manual_seed(0)
+    model = _BatchCapturing()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    model.eval()
+    before = ref.model_state(model)
+    x = rand_x(n, 12)
+    ex = PathwayExplainer(model)
+    e = ex.explain(x, method="neuron_intgrad", steps=4, batch_size=3)
+    assert ex._broadcast_ok is not True and ex._replay_ok is True
+    want = ref.intgrad_scores_loop(model, x, e.target, steps=4)
+    for a, b in zip(e.scores, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6 * float(b.abs().max()) + 1e-10)
+    ref.assert_same_state(before, ref.model_state(model))

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import Cancelled, InputError, InputTypeError, ModelError, OptionError
 from .layout import SiteLayout
+from .replay import PrefixReplay
 from .select import (
     GRANULARITIES,
     SCOPES,
@@ -252,6 +253,7 @@ class PathwayExplainer:
         self._in_channels = first_in_channels(model)
         self._protect = False  # set when a model modifies site outputs in place
         self._broadcast_ok: bool | None = None  # neuron_intgrad prefix sharing verified
+        self._replay_ok: bool | None = None  # neuron_intgrad prefix replay verified
 
     # ------------------------------------------------------------------ public API
     def explain(
@@ -598,14 +600,20 @@ class PathwayExplainer:
         flat = torch.empty(n, layout.total, dtype=x.dtype, device=x.device)
         out_views = layout.views(flat)
         total = len(acts)
-        # last site first: the one-time check of the batch-1 prefix shortcut then runs
-        # where it is cheapest (the shortest suffix)
-        for done, i in enumerate(reversed(range(total)), start=1):
-            gsum = self._alpha_grad_sum(hooks, x, tgt, i, alphas, chunk)
-            gsum += grads[i]
-            torch.mul(acts[i], gsum, out=out_views[i])
-            if progress is not None:
-                progress(done, total)
+        with contextlib.ExitStack() as stack:
+            replay = None
+            if self._replay_ok is not False and not (n == 1 and self._broadcast_ok):
+                replay = stack.enter_context(PrefixReplay(self.model, lambda: hooks.count))
+                with torch.no_grad(), replay.recording():
+                    self._run(hooks, x, lambda i, name, out: None)
+            # last site first: the one-time checks of the prefix shortcuts then run where
+            # they are cheapest (the shortest suffix)
+            for done, i in enumerate(reversed(range(total)), start=1):
+                gsum = self._alpha_grad_sum(hooks, x, tgt, i, alphas, chunk, replay)
+                gsum += grads[i]
+                torch.mul(acts[i], gsum, out=out_views[i])
+                if progress is not None:
+                    progress(done, total)
         flat.abs_().div_(steps + 1)
         return flat
 
@@ -617,23 +625,37 @@ class PathwayExplainer:
         site: int,
         alphas: torch.Tensor,
         chunk: int,
+        replay: PrefixReplay | None,
     ) -> torch.Tensor:
-        """Sum over alphas of dy/dz at z = alpha * a_site, shaped like the site output."""
-        n = x.shape[0]
-        if n == 1 and self._broadcast_ok is not False:
+        """Sum over alphas of dy/dz at z = alpha * a_site, shaped like the site output.
+
+        Tries the cheapest layout that this model supports (each verified once per
+        explainer against the plain batched pass): batch-1 prefix broadcast, then
+        prefix replay from cached outputs, then the plain batched pass.
+        """
+
+        def attempt(flag: str, **kw: Any) -> torch.Tensor | None:
             try:
-                g = self._alpha_grads(hooks, x, tgt, site, alphas, chunk, broadcast=True)
+                g = self._alpha_grads(hooks, x, tgt, site, alphas, chunk, **kw)
             except (ModelError, RuntimeError):
-                g = None
-            if g is not None and self._broadcast_ok is None:
-                ref = self._alpha_grads(hooks, x, tgt, site, alphas, chunk, broadcast=False)
-                ok = torch.allclose(g, ref, rtol=1e-4, atol=1e-6 * float(ref.abs().max()) + 1e-12)
-                self._broadcast_ok = bool(ok)
-                g = g if ok else ref
+                setattr(self, flag, False)
+                return None
+            if getattr(self, flag) is None:
+                ref = self._alpha_grads(hooks, x, tgt, site, alphas, chunk)
+                tol = 1e-6 * float(ref.abs().max()) + 1e-12
+                setattr(self, flag, bool(torch.allclose(g, ref, rtol=1e-4, atol=tol)))
+                return g if getattr(self, flag) else ref
+            return g
+
+        if x.shape[0] == 1 and self._broadcast_ok is not False:
+            g = attempt("_broadcast_ok", broadcast=True)
             if g is not None:
                 return g
-            self._broadcast_ok = False
-        return self._alpha_grads(hooks, x, tgt, site, alphas, chunk, broadcast=False)
+        if replay is not None and self._replay_ok is not False:
+            g = attempt("_replay_ok", replay=replay)
+            if g is not None:
+                return g
+        return self._alpha_grads(hooks, x, tgt, site, alphas, chunk)
 
     def _alpha_grads(
         self,
@@ -643,14 +665,16 @@ class PathwayExplainer:
         site: int,
         alphas: torch.Tensor,
         chunk: int,
-        broadcast: bool,
+        broadcast: bool = False,
+        replay: PrefixReplay | None = None,
     ) -> torch.Tensor:
         """Sum over alphas of dy/dz at z = alpha * a_site, per sample.
 
         Every (sample, alpha) pair is a row of a batched pass. The layers before the
         site run without recording a graph (only the suffix is differentiated); with
         ``broadcast`` (one image) they even run at batch 1, and the site output turns
-        into the batch of alphas, which later layers broadcast against.
+        into the batch of alphas, which later layers broadcast against; with
+        ``replay`` the calls that end before the site are not computed at all.
         """
         n, m = x.shape[0], alphas.numel()
         rows_sample = torch.arange(n, device=x.device).repeat_interleave(m)
@@ -668,7 +692,8 @@ class PathwayExplainer:
                 zs.append(z)
                 return z.clone() if self._protect else z
 
-            with torch.no_grad():
+            replaying = replay.replaying(site, si) if replay else contextlib.nullcontext()
+            with torch.no_grad(), replaying:
                 logits = self._run(hooks, x[:1] if broadcast else x[si], scale, batch=len(si))
             y = logits.gather(1, tgt[si][:, None]).sum()
             (g,) = torch.autograd.grad(y, zs[0])

@@ -171,6 +171,11 @@ class SiteHooks(contextlib.AbstractContextManager):
 
         return hook
 
+    @property
+    def count(self) -> int:
+        """Site calls so far in the current pass."""
+        return self._count
+
     @contextlib.contextmanager
     def pass_with(
         self, handler: Callable[[int, str, torch.Tensor], torch.Tensor | None]
