@@ -155,20 +155,7 @@ class Explanation:
 
     def at_sparsity(self, sparsity: float) -> Explanation:
         """The explanation at another sparsity from the cached scores (one masked pass)."""
-        s = check_sparsity(sparsity)
-        return self.explainer._from_scores(
-            self.inputs,
-            self.target,
-            self.method,
-            self._ranking,
-            self._flat_contrib,
-            self._layout,
-            self.site_names,
-            self.logits,
-            s,
-            self.scope,
-            self.granularity,
-        )
+        return self.explainer._at_sparsity(self, check_sparsity(sparsity))
 
     def prepare_sparsity_changes(self) -> None:
         """Sort the cached scores now (once per explanation), so that every later
@@ -544,35 +531,23 @@ class PathwayExplainer:
             _ranking=ranking,
         )
 
-    def _from_scores(
-        self,
-        x: torch.Tensor,
-        tgt: torch.Tensor,
-        method: str,
-        ranking: Ranking,
-        contrib: torch.Tensor,
-        layout: SiteLayout,
-        names: list[str],
-        logits: torch.Tensor,
-        sparsity: float,
-        scope: str,
-        granularity: str,
-    ) -> Explanation:
+    def _at_sparsity(self, e: Explanation, sparsity: float) -> Explanation:
+        """A new selection from ``e``'s cached scores and one masked pass."""
         with self._session() as hooks:
-            hooks.names.extend(names)
+            hooks.names.extend(e.site_names)
             return self._pathway_pass(
                 hooks,
-                x,
-                tgt,
-                method,
-                ranking,
-                contrib,
-                layout,
-                names,
-                logits,
+                e.inputs,
+                e.target,
+                e.method,
+                e._ranking,
+                e._flat_contrib,
+                e._layout,
+                e.site_names,
+                e.logits,
                 sparsity,
-                scope,
-                granularity,
+                e.scope,
+                e.granularity,
                 sorted_selection=True,
             )
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from .sites import HookOwner
 
 
 def _empty_batch(v: Any) -> Any:
@@ -28,13 +29,13 @@ def _empty_batch(v: Any) -> Any:
     return v
 
 
-class PrefixReplay(contextlib.AbstractContextManager):
+class PrefixReplay(HookOwner):
     """Hooks on every module (inside ``with``): record outputs, or replay a prefix."""
 
     def __init__(self, model: nn.Module, site_count: Any):
+        super().__init__()
         self._modules = list({id(m): m for m in model.modules()}.values())
         self._site_count = site_count  # callable: site calls so far in this pass
-        self._handles: list[Any] = []
         self._mode = "off"
         self._calls = 0
         self._stack: list[int] = []
@@ -45,24 +46,14 @@ class PrefixReplay(contextlib.AbstractContextManager):
         self.ends: dict[int, int] = {}
         self.recorded_calls = 0
 
-    def __enter__(self) -> PrefixReplay:
-        try:
-            for m in self._modules:
-                self._handles.append(m.register_forward_pre_hook(self._pre, with_kwargs=True))
-                self._handles.append(m.register_forward_hook(self._post))
-        except BaseException:
-            self._remove()
-            raise
-        return self
+    def _register(self) -> None:
+        for m in self._modules:
+            self._handles.append(m.register_forward_pre_hook(self._pre, with_kwargs=True))
+            self._handles.append(m.register_forward_hook(self._post))
 
     def __exit__(self, *exc: object) -> None:
-        self._remove()
+        super().__exit__(*exc)
         self.outputs.clear()
-
-    def _remove(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[None]:

@@ -119,29 +119,18 @@ def resolve_site_modules(model: nn.Module, sites: SiteSpec = None) -> list[tuple
     return unique
 
 
-class SiteHooks(contextlib.AbstractContextManager):
-    """Forward hooks on the site modules, active only inside ``with``.
+class HookOwner(contextlib.AbstractContextManager):
+    """Owns hook handles: registered on ``with`` entry, removed on every exit path."""
 
-    Each hook call gets a running site index (call order). What happens at a site is
-    decided by ``handler(index, name, output) -> replacement or None``, set per pass
-    with :meth:`pass_with`. Calls from other threads pass through untouched, so a user
-    running the model elsewhere meanwhile is not affected.
-    """
-
-    def __init__(self, modules: Sequence[tuple[str, nn.Module]]):
-        self._modules = list(modules)
+    def __init__(self) -> None:
         self._handles: list[Any] = []
-        self._thread = threading.get_ident()
-        self._handler: Callable[[int, str, torch.Tensor], torch.Tensor | None] | None = None
-        self._count = 0
-        self._calls: dict[int, int] = {}
-        self.names: list[str] = []
 
-    def __enter__(self) -> SiteHooks:
-        self._thread = threading.get_ident()
+    def _register(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
         try:
-            for name, module in self._modules:
-                self._handles.append(module.register_forward_hook(self._make_hook(name)))
+            self._register()
         except BaseException:
             self._remove()
             raise
@@ -154,6 +143,30 @@ class SiteHooks(contextlib.AbstractContextManager):
         for h in self._handles:
             h.remove()
         self._handles.clear()
+
+
+class SiteHooks(HookOwner):
+    """Forward hooks on the site modules, active only inside ``with``.
+
+    Each hook call gets a running site index (call order). What happens at a site is
+    decided by ``handler(index, name, output) -> replacement or None``, set per pass
+    with :meth:`pass_with`. Calls from other threads pass through untouched, so a user
+    running the model elsewhere meanwhile is not affected.
+    """
+
+    def __init__(self, modules: Sequence[tuple[str, nn.Module]]):
+        super().__init__()
+        self._modules = list(modules)
+        self._thread = threading.get_ident()
+        self._handler: Callable[[int, str, torch.Tensor], torch.Tensor | None] | None = None
+        self._count = 0
+        self._calls: dict[int, int] = {}
+        self.names: list[str] = []
+
+    def _register(self) -> None:
+        self._thread = threading.get_ident()
+        for name, module in self._modules:
+            self._handles.append(module.register_forward_hook(self._make_hook(name)))
 
     def _make_hook(self, name: str) -> Callable[..., Any]:
         def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
