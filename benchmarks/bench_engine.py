@@ -49,7 +49,15 @@ def _interleaved(fns: dict, repeats: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def run_one(name: str, repeats: int, naive: bool, device: str) -> dict:
+def _max_rel_diff(a, w) -> float:
+    """Largest |a - w| over sites, relative to each site's largest |w|."""
+    return max(
+        float((x.double() - y.double()).abs().max() / y.double().abs().max().clamp(min=1e-30))
+        for x, y in zip(a, w, strict=True)
+    )
+
+
+def run_one(name: str, repeats: int, naive: bool, device: str, f64: bool = False) -> dict:
     import torch
 
     import critpath_widgets as cw
@@ -70,8 +78,12 @@ def run_one(name: str, repeats: int, naive: bool, device: str) -> dict:
         return g
 
     e = ex.explain(x, sparsity=0.7)
-    res: dict = {"model": name, "device": device, "sites": len(e.site_names),
-                 "neurons": e.pathway.neurons}
+    res: dict = {
+        "model": name,
+        "device": device,
+        "sites": len(e.site_names),
+        "neurons": e.pathway.neurons,
+    }
     t = _interleaved(
         {
             "gradient": timed(lambda: ex.gradient(x)),
@@ -99,10 +111,15 @@ def run_one(name: str, repeats: int, naive: bool, device: str) -> dict:
         want = ref.intgrad_scores_loop(model, x, ei.target, steps=10)
         sync()
         res["t_intgrad_naive"] = time.perf_counter() - t0
-        res["intgrad_max_rel_diff"] = max(
-            float((a - w).abs().max() / w.abs().max().clamp(min=1e-30))
-            for a, w in zip(ei.scores, want, strict=True)
-        )
+        res["intgrad_max_rel_diff"] = _max_rel_diff(ei.scores, want)
+        if f64:  # float32's own error: both float32 results against a float64 loop
+            import copy
+
+            exact = ref.intgrad_scores_loop(
+                copy.deepcopy(model).double(), x.double(), ei.target, steps=10
+            )
+            res["naive_f32_vs_f64"] = _max_rel_diff(want, exact)
+            res["ours_f32_vs_f64"] = _max_rel_diff(ei.scores, exact)
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return res
 
@@ -113,26 +130,45 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--no-naive", action="store_true", help="skip the slow reference loop")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--f64",
+        action="store_true",
+        help="also run the loop in float64 to show float32's own error (slow)",
+    )
     p.add_argument("--one", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.one:
-        print(json.dumps(run_one(a.one, a.repeats, not a.no_naive, a.device)))
+        print(json.dumps(run_one(a.one, a.repeats, not a.no_naive, a.device, a.f64)))
         return
     import torch
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {a.device}")
     rows = []
     for m in a.models:
-        cmd = [sys.executable, __file__, "--one", m, "--repeats", str(a.repeats),
-               "--device", a.device] + (["--no-naive"] if a.no_naive else [])
+        cmd = (
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                m,
+                "--repeats",
+                str(a.repeats),
+                "--device",
+                a.device,
+            ]
+            + (["--no-naive"] if a.no_naive else [])
+            + (["--f64"] if a.f64 else [])
+        )
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
         r = json.loads(out.strip().splitlines()[-1])
         rows.append(r)
         print(json.dumps(r), flush=True)
     print()
-    hdr = (f"{'model':20} {'sites':>5} {'neurons':>10} {'grad ms':>8} {'mct/grad':>8} "
-           f"{'at_sp/grad':>10} {'b8 mct/grad':>11} {'intgrad/grad':>12} {'naive/ours':>10} "
-           f"{'IG rel diff':>11} {'peak MB':>8}")
+    hdr = (
+        f"{'model':20} {'sites':>5} {'neurons':>10} {'grad ms':>8} {'mct/grad':>8} "
+        f"{'at_sp/grad':>10} {'b8 mct/grad':>11} {'intgrad/grad':>12} {'naive/ours':>10} "
+        f"{'IG rel diff':>11} {'peak MB':>8}"
+    )
     print(hdr)
     for r in rows:
         g = r["t_gradient"]
@@ -145,6 +181,12 @@ def main() -> None:
             f"{r.get('intgrad_max_rel_diff', float('nan')):11.1e} {r['peak_rss_mb']:8.0f}"
         )
     print("targets: mct/grad <= 2.3, at_sp/grad <= 1.2, b8 mct/grad <= 2.3, naive/ours >= 2")
+    for r in rows:
+        if "ours_f32_vs_f64" in r:
+            print(
+                f"{r['model']}: against a float64 loop, the float32 loop is off by "
+                f"{r['naive_f32_vs_f64']:.1e} and ours by {r['ours_f32_vs_f64']:.1e}"
+            )
 
 
 if __name__ == "__main__":

@@ -136,6 +136,13 @@ class Explanation:
         return self.pathway.granularity
 
     @property
+    def scoring(self) -> object:
+        """An opaque token of the scoring: the same object for every explanation derived
+        from one :meth:`PathwayExplainer.explain` call through :meth:`at_sparsity`
+        (whose scores and contributions are therefore identical)."""
+        return self._ranking
+
+    @property
     def site_names(self) -> list[str]:
         """Names of the sites, in call order."""
         return self.pathway.site_names

@@ -77,6 +77,7 @@ class LayerContributions(widgets.VBox):
         self._channel_order = np.zeros(0, dtype=np.int64)
         self._channel_values = np.zeros(0)
         self._channel_pathway = np.zeros(0, dtype=bool)
+        self._map_key: tuple | None = None  # (site, sample, scoring) of the map on show
 
         # ---- layer chart -------------------------------------------------------
         self._xs = bq.OrdinalScale()
@@ -315,13 +316,19 @@ class LayerContributions(widgets.VBox):
                 None, f"Site {index} is a linear layer ({shape}): it has no spatial map."
             )
             return
+        # the map depends on the scoring, not on the sparsity: a slider move re-sends nothing
+        key = (index, self._sample, getattr(self._explanation, "scoring", self._explanation))
+        if key == self._map_key and not self.overlay.message:
+            return
         try:
             site_map = self._explanation.site_map(index, sample=self._sample)
         except Exception as err:  # noqa: BLE001 - show it, keep the panel usable
             log.debug("site_map(%d) failed", index, exc_info=True)
             self._set_overlay(None, f"No spatial map for site {index}: {err}")
+            self._map_key = None
             return
         self._set_overlay(_np(site_map).astype(np.float32), "", label=f"site {index} map")
+        self._map_key = key
 
     def _pathway_channels(self, index: int, ch_kept: np.ndarray) -> np.ndarray:
         """Boolean per channel: does the channel hold at least one kept neuron?"""
