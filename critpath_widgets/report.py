@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .engine import Explanation
+from .engine import Explanation, reduce_channels
 
 
 def _signed_limits(m: np.ndarray, percentile: float = 99.5) -> float:
@@ -35,8 +35,7 @@ def explanation_figure(
     label = categories[t] if categories and t < len(categories) else f"class {t}"
     maps = [("pathway gradient", e.saliency_map("max_abs")[sample])]
     if gradient is not None:
-        idx = gradient.abs().argmax(dim=1, keepdim=True)
-        maps.append(("plain gradient", gradient.gather(1, idx)[sample, 0]))
+        maps.append(("plain gradient", reduce_channels(gradient)[sample]))
     fig = Figure(figsize=(4.2 * (1 + len(maps)), 7.5), layout="constrained")
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(2, 1 + len(maps), height_ratios=[3, 1.6])

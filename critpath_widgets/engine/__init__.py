@@ -3,7 +3,15 @@
 Nothing here imports a widget library, so scripts can use it on their own.
 """
 
-from .explainer import METHODS, REDUCTIONS, Explanation, Pathway, PathwayExplainer, SiteSummary
+from .explainer import (
+    METHODS,
+    REDUCTIONS,
+    Explanation,
+    Pathway,
+    PathwayExplainer,
+    SiteSummary,
+    reduce_channels,
+)
 from .select import GRANULARITIES, SCOPES
 from .selection import topk_mask
 from .sites import DEFAULT_SITE_TYPES
@@ -19,4 +27,5 @@ __all__ = [
     "REDUCTIONS",
     "DEFAULT_SITE_TYPES",
     "topk_mask",
+    "reduce_channels",
 ]

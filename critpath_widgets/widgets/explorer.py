@@ -125,15 +125,10 @@ def _message_html(text: str, kind: str) -> str:
 
 def _reduce_channels(g: torch.Tensor, reduce: str, x: torch.Tensor | None = None) -> np.ndarray:
     """(1, C, H, W) -> (H, W) float32, the same reductions as ``saliency_map``."""
-    g = g.detach()[0].float()
-    if reduce == "abs_sum":
-        out = g.abs().sum(0)
-    elif reduce == "x_input" and x is not None:
-        out = (g * x.detach()[0].float()).sum(0)
-    else:  # max_abs: per pixel the channel value of largest magnitude, sign kept
-        idx = g.abs().argmax(0, keepdim=True)
-        out = g.gather(0, idx)[0]
-    return out.cpu().numpy().astype(np.float32)
+    from ..engine import reduce_channels
+
+    out = reduce_channels(g.detach().float(), reduce, None if x is None else x.detach().float())
+    return out[0].cpu().numpy().astype(np.float32)
 
 
 def _tensor_to_display(x: torch.Tensor) -> Image.Image:
