@@ -548,6 +548,12 @@ def test_sorted_ranking_matches_full_sort_with_ties():
     assert r.usable
     for k in [1, 5_000, 123_456, 200_000, 250_000, 299_999]:
         assert torch.equal(r.mask(k), ref.topk_mask_sort(s, k)), k
+        w = r.weights(k)
+        assert (
+            w.dtype == s.dtype
+            and torch.equal(w.bool(), r.mask(k))
+            and set(w.unique().tolist()) <= {0.0, 1.0}
+        )
         assert torch.equal(r.mask(k, 1000, 200_000), ref.topk_mask_sort(s[:, 1000:200_000], k)), k
     assert not Ranking(-s).usable  # negative values: the bit trick does not apply
 

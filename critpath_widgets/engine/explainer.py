@@ -83,6 +83,8 @@ class Pathway:
     scope: str
     granularity: str
     flat: torch.Tensor = field(repr=False)
+    #: the same selection as 0/1 values of the activations' dtype (what the pass multiplies by)
+    weights: torch.Tensor = field(repr=False)
 
     @property
     def kept(self) -> torch.Tensor:
@@ -206,7 +208,9 @@ class Explanation:
             ]
             self._ranking.cache[("channel_total", sample)] = totals
         mrow = self.pathway.flat[sample]
-        kept_row = self._flat_contrib[sample] * mrow
+        kept_row = self._flat_contrib[sample] * self.pathway.weights[sample].to(
+            self._flat_contrib.dtype
+        )
         out = []
         for i, (o, size, c) in enumerate(zip(layout.offsets, layout.sizes, chans, strict=True)):
             ck = kept_row[o : o + size].view(c, -1).sum(dim=1).cpu()
@@ -494,14 +498,11 @@ class PathwayExplainer:
     def _masked_pass(
         self, hooks: SiteHooks, x: torch.Tensor, tgt: torch.Tensor, masks: list[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward/backward with each site's output multiplied by its mask.
-
-        The bool mask becomes a 0/1 float tensor site by site: a product is cheaper than
-        torch.where forward and backward, and converting per site avoids one big buffer.
-        """
+        """Forward/backward with each site's output multiplied by its 0/1 weights
+        (a product is cheaper than torch.where, forward and backward)."""
 
         def apply(i: int, name: str, out: torch.Tensor) -> torch.Tensor:
-            return out * masks[i].to(out.dtype)
+            return out * masks[i]
 
         xg = x.detach().requires_grad_(True)
         logits = self._run(hooks, xg, apply)
@@ -525,15 +526,16 @@ class PathwayExplainer:
         sorted_selection: bool = False,
     ) -> Explanation:
         flat = ranking.scores
-        mask_flat = select(
+        weights = select(
             flat, layout, sparsity, scope, granularity, ranking if sorted_selection else None
-        )
+        ).to(x.dtype)
+        mask_flat = weights.bool()  # float -> bool is cheap, bool -> float is not
         masks = layout.views(mask_flat)
-        p_logits, sal = self._masked_pass(hooks, x, tgt, masks)
+        p_logits, sal = self._masked_pass(hooks, x, tgt, layout.views(weights))
         return Explanation(
             saliency=sal,
             scores=layout.views(flat),
-            pathway=Pathway(masks, names, sparsity, scope, granularity, mask_flat),
+            pathway=Pathway(masks, names, sparsity, scope, granularity, mask_flat, weights),
             target=tgt,
             logits=logits,
             pathway_logits=p_logits,

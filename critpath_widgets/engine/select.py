@@ -71,12 +71,13 @@ def select(
     granularity: str = "neuron",
     ranking: Ranking | None = None,
 ) -> torch.Tensor:
-    """Flat bool mask (N, total) of the pathway kept at ``sparsity``.
+    """The pathway kept at ``sparsity`` as 0/1 weights (N, total) of the scores' dtype.
 
     global: one threshold per sample over every site; layer: the same share in each site.
     neuron granularity ranks neurons; channel granularity ranks channels by summed score.
     A :class:`Ranking` of ``flat`` (sorted once) makes neuron selection one comparison.
     """
+    dtype = flat.dtype
     if granularity == "channel":
         ch = channel_scores(flat, layout)
         counts = layout.channels()
@@ -88,16 +89,16 @@ def select(
             for c in counts:
                 ch_mask[:, o : o + c] = topk_mask(ch[:, o : o + c], keep_count(c, sparsity))
                 o += c
-        return expand_channels(ch_mask, layout)
+        return expand_channels(ch_mask, layout).to(dtype)
     fast = ranking is not None and ranking.usable and ranking.scores is flat
     if scope == "global":
         k = keep_count(layout.total, sparsity)
-        return ranking.mask(k) if fast else topk_mask(flat, k)
-    out = torch.empty_like(flat, dtype=torch.bool)
+        return ranking.weights(k) if fast else topk_mask(flat, k).to(dtype)
+    out = torch.empty_like(flat)
     for i, (o, size) in enumerate(zip(layout.offsets, layout.sizes, strict=True)):
         k = keep_count(size, sparsity)
-        m = ranking.mask(k, o, o + size) if fast else topk_mask(layout.slice(flat, i), k)
-        layout.slice(out, i).copy_(m)
+        w = ranking.weights(k, o, o + size) if fast else topk_mask(layout.slice(flat, i), k)
+        layout.slice(out, i).copy_(w)
     return out
 
 

@@ -182,6 +182,23 @@ class Ranking:
             return self._mask_with_zero_ties(k, start, stop)
         return mask_at_threshold(part, thr, k)
 
+    def weights(self, k: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """The same selection as :meth:`mask`, as 0/1 values of the scores' dtype.
+
+        Comparing straight into a float tensor is cheaper than a bool mask plus a cast,
+        and a 0/1 float mask is what the masked pass multiplies by anyway.
+        """
+        part = self.scores[:, start:stop]
+        n = part.shape[1]
+        if 0 < k < n:
+            thr = self.keys(start, stop)[:, n - k].contiguous().view(self.scores.dtype)
+            if not bool((thr == 0).any()):
+                w = torch.ge(part, thr[:, None], out=torch.empty(part.shape, dtype=part.dtype,
+                                                                   device=part.device))
+                if bool((w.sum(dim=1, dtype=torch.float64) == k).all()):
+                    return w
+        return self.mask(k, start, stop).to(part.dtype)
+
     _BLOCK = 4096
 
     def _mask_with_zero_ties(self, k: int, start: int, stop: int | None) -> torch.Tensor:
