@@ -191,12 +191,14 @@ class Ranking:
         part = self.scores[:, start:stop]
         n = part.shape[1]
         if 0 < k < n:
-            thr = self.keys(start, stop)[:, n - k].contiguous().view(self.scores.dtype)
-            if not bool((thr == 0).any()):
-                w = torch.ge(part, thr[:, None], out=torch.empty(part.shape, dtype=part.dtype,
-                                                                   device=part.device))
-                if bool((w.sum(dim=1, dtype=torch.float64) == k).all()):
-                    return w
+            keys = self.keys(start, stop)
+            tk = keys[:, n - k].contiguous()
+            # how many scores are >= the threshold, read off the sorted keys: when exactly
+            # k, there is no tie to break and one comparison gives the selection
+            first = torch.searchsorted(keys, tk[:, None])[:, 0]
+            if bool((n - first == k).all()):
+                out = torch.empty(part.shape, dtype=part.dtype, device=part.device)
+                return torch.ge(part, tk.view(self.scores.dtype)[:, None], out=out)
         return self.mask(k, start, stop).to(part.dtype)
 
     _BLOCK = 4096
