@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -238,8 +238,3 @@ def first_in_channels(model: nn.Module) -> int | None:
         if isinstance(m, nn.modules.conv._ConvNd):
             return int(m.in_channels)
     return None
-
-
-def iter_names(items: Iterable[tuple[str, nn.Module]]) -> list[str]:
-    """Module names of ``(name, module)`` pairs."""
-    return [n for n, _ in items]

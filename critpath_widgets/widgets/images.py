@@ -176,20 +176,25 @@ def to_rgb(
     return image
 
 
+def _float_to_uint8(arr: np.ndarray, what: str) -> np.ndarray:
+    """Float pixels -> uint8: [0, 1] is scaled by 255, [0, 255] kept, anything else
+    stretched from its min-max; NaN/inf are rejected."""
+    a = arr.astype(np.float64)
+    if not np.all(np.isfinite(a)):
+        raise InputError(f"{what} contains NaN or infinite pixel values.")
+    lo, hi = float(a.min()), float(a.max())
+    if lo >= 0.0 and hi <= 1.0:
+        a = a * 255.0
+    elif not (lo >= 0.0 and hi <= 255.0):
+        a = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
 def _high_depth_to_l(image: Image.Image) -> Image.Image:
     """16-bit / 32-bit integer or float single-band image -> 8-bit grayscale."""
     arr = np.asarray(image)
     if arr.dtype.kind == "f":
-        arr = arr.astype(np.float64)
-        if not np.all(np.isfinite(arr)):
-            raise InputError("The image contains NaN or infinite pixel values.")
-        lo, hi = float(arr.min()), float(arr.max())
-        if lo >= 0.0 and hi <= 1.0:
-            scaled = arr * 255.0
-        elif lo >= 0.0 and hi <= 255.0:
-            scaled = arr
-        else:
-            scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(_float_to_uint8(arr, "The image"), mode="L")
     else:
         arr = arr.astype(np.int64)
         lo, hi = int(arr.min()), int(arr.max())
@@ -218,15 +223,7 @@ def _array_to_pil(arr: np.ndarray) -> Image.Image:
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8) * 255
     elif arr.dtype.kind == "f":
-        a = arr.astype(np.float64)
-        if not np.all(np.isfinite(a)):
-            raise InputError("The image array contains NaN or infinite values.")
-        lo, hi = float(a.min()), float(a.max())
-        if lo >= 0.0 and hi <= 1.0:
-            a = a * 255.0
-        elif not (lo >= 0.0 and hi <= 255.0):
-            a = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
-        arr = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+        arr = _float_to_uint8(arr, "The image array")
     elif arr.dtype.kind in "iu":
         hi = int(arr.max())
         lo = int(arr.min())
