@@ -75,16 +75,30 @@ def reduce_channels(
 
 @dataclass
 class Pathway:
-    """The critical pathway: one bool mask per site (True = neuron kept)."""
+    """The critical pathway: which neurons of every site are kept."""
 
-    masks: list[torch.Tensor]
+    #: the selection as 0/1 values of the activations' dtype, (N, total neurons) in the
+    #: flat site layout (what the masked pass multiplies by)
+    weights: torch.Tensor = field(repr=False)
     site_names: list[str]
     sparsity: float
     scope: str
     granularity: str
-    flat: torch.Tensor = field(repr=False)
-    #: the same selection as 0/1 values of the activations' dtype (what the pass multiplies by)
-    weights: torch.Tensor = field(repr=False)
+    layout: SiteLayout = field(repr=False)
+    _flat: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def flat(self) -> torch.Tensor:
+        """The selection as one bool (N, total neurons) tensor (True = kept); made from the
+        weights on first use, since the pass itself needs only the weights."""
+        if self._flat is None:
+            self._flat = self.weights.bool()
+        return self._flat
+
+    @property
+    def masks(self) -> list[torch.Tensor]:
+        """One bool mask per site, shaped like the site's output (views into :attr:`flat`)."""
+        return self.layout.views(self.flat)
 
     @property
     def kept(self) -> torch.Tensor:
@@ -207,7 +221,7 @@ class Explanation:
                 for o, size, c in zip(layout.offsets, layout.sizes, chans, strict=True)
             ]
             self._ranking.cache[("channel_total", sample)] = totals
-        mrow = self.pathway.flat[sample]
+        wrow = self.pathway.weights[sample]
         kept_row = self._flat_contrib[sample] * self.pathway.weights[sample].to(
             self._flat_contrib.dtype
         )
@@ -221,7 +235,7 @@ class Explanation:
                     name=self.site_names[i],
                     shape=layout.shapes[i],
                     neurons=size,
-                    kept=int(torch.count_nonzero(mrow[o : o + size])),
+                    kept=_count_ones(wrow[o : o + size]),
                     total=float(ct.sum()),
                     kept_total=float(ck.sum()),
                     channel_total=ct,
@@ -529,13 +543,11 @@ class PathwayExplainer:
         weights = select(
             flat, layout, sparsity, scope, granularity, ranking if sorted_selection else None
         ).to(x.dtype)
-        mask_flat = weights.bool()  # float -> bool is cheap, bool -> float is not
-        masks = layout.views(mask_flat)
         p_logits, sal = self._masked_pass(hooks, x, tgt, layout.views(weights))
         return Explanation(
             saliency=sal,
             scores=layout.views(flat),
-            pathway=Pathway(masks, names, sparsity, scope, granularity, mask_flat, weights),
+            pathway=Pathway(weights, names, sparsity, scope, granularity, layout),
             target=tgt,
             logits=logits,
             pathway_logits=p_logits,
@@ -780,6 +792,13 @@ class PathwayExplainer:
         grads = torch.autograd.grad(logits.gather(1, tgt[:, None]).sum(), zs, allow_unused=True)
         grads = [torch.zeros_like(z) if g is None else g for z, g in zip(zs, grads, strict=True)]
         return _contributions([z.detach() for z in zs], grads, layout)
+
+
+def _count_ones(w: torch.Tensor) -> int:
+    """Number of ones in a 1-D tensor of 0/1 weights (a float sum is exact below 2**24)."""
+    if w.numel() < 2**24 and w.is_floating_point():
+        return int(w.sum(dtype=torch.float64 if w.dtype == torch.float64 else torch.float32))
+    return int(torch.count_nonzero(w))
 
 
 def _contributions(

@@ -93,7 +93,7 @@ def select(
     fast = ranking is not None and ranking.usable and ranking.scores is flat
     if scope == "global":
         k = keep_count(layout.total, sparsity)
-        return ranking.weights(k) if fast else topk_mask(flat, k).to(dtype)
+        return ranking.weights(k) if fast else topk_mask(flat, k, dtype)
     out = torch.empty_like(flat)
     for i, (o, size) in enumerate(zip(layout.offsets, layout.sizes, strict=True)):
         k = keep_count(size, sparsity)

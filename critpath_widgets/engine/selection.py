@@ -30,12 +30,27 @@ def _exact_small(scores: torch.Tensor, k: int) -> torch.Tensor:
     return mask.scatter_(1, order[:, :k], True)
 
 
+_SAMPLE_INDEX: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def _sample_index(n: int, device: torch.device) -> torch.Tensor:
+    """A fixed random sample of column positions, sorted (a sorted gather streams through
+    memory; a random-order one misses the cache at every element). Cached per (n, device)."""
+    key = (n, str(device))
+    idx = _SAMPLE_INDEX.get(key)
+    if idx is None:
+        g = torch.Generator(device="cpu").manual_seed(_SEED)
+        idx = torch.randint(0, n, (_SAMPLE,), generator=g).sort().values.to(device)
+        if len(_SAMPLE_INDEX) >= 16:
+            _SAMPLE_INDEX.clear()
+        _SAMPLE_INDEX[key] = idx
+    return idx
+
+
 def _bracket(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row (lo, hi) that very likely enclose the k-th largest value."""
     rows, n = scores.shape
-    g = torch.Generator(device="cpu").manual_seed(_SEED)
-    idx = torch.randint(0, n, (_SAMPLE,), generator=g).to(scores.device)
-    sample = scores[:, idx]
+    sample = scores.index_select(1, _sample_index(n, scores.device))
     p = k / n
     r = p * _SAMPLE
     d = 4.0 * math.sqrt(_SAMPLE * p * (1 - p)) + 8
@@ -48,6 +63,15 @@ def _bracket(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     hi = kth_largest(i_hi) if i_hi >= 0 else inf
     lo = kth_largest(i_lo) if i_lo < _SAMPLE else -inf
     return lo, hi
+
+
+def _sparse_nonzero(flags: torch.Tensor) -> torch.Tensor:
+    """Ascending positions of the True entries of a sparse 1-D bool tensor whose length
+    is a multiple of 8: first the 8-byte words holding any, then the bytes inside those
+    (nonzero's cost is per scanned element; this scans 8x fewer)."""
+    words = flags.view(torch.int64).nonzero()[:, 0]
+    r, c = flags.view(-1, 8).index_select(0, words).nonzero().unbind(1)
+    return words.index_select(0, r) * 8 + c
 
 
 def _band_thresholds(
@@ -72,30 +96,47 @@ def _band_thresholds(
     return torch.where(need > 0, t, inf)
 
 
-def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Bool mask keeping exactly ``k`` entries per row: largest first, ties by position."""
+def topk_mask(scores: torch.Tensor, k: int, dtype: torch.dtype = torch.bool) -> torch.Tensor:
+    """Mask keeping exactly ``k`` entries per row: largest first, ties by position.
+
+    ``dtype`` other than bool gives the same selection as 0/1 values, compared straight
+    into that dtype (a bool mask converted afterwards costs one more pass).
+    """
     if scores.dim() != 2:
         raise ValueError("scores must be 2-D (rows, n)")
     rows, n = scores.shape
     if k >= n:
-        return torch.ones_like(scores, dtype=torch.bool)
+        return torch.ones_like(scores, dtype=dtype)
     if k <= 0:
-        return torch.zeros_like(scores, dtype=torch.bool)
+        return torch.zeros_like(scores, dtype=dtype)
     if n <= 4 * _SAMPLE:
-        return _exact_small(scores, k)
+        return _exact_small(scores, k).to(dtype)
     lo, hi = _bracket(scores, k)
-    mask = scores >= lo[:, None]  # everything that may be kept
-    c_ge = count_true(mask)
-    band = scores <= hi[:, None]
-    band &= mask  # lo <= s <= hi: the undecided entries
-    lin = band.view(-1).nonzero()[:, 0]  # flat positions, ascending (row-major)
-    del band
-    rid = lin // n
+    out = torch.empty(scores.shape, dtype=dtype, device=scores.device)
+    torch.ge(scores, lo[:, None], out=out)  # everything that may be kept
+    # lo <= s <= hi: the undecided entries, in a buffer padded to whole 8-byte words
+    size = rows * n
+    buf = torch.zeros(-(-size // 8) * 8, dtype=torch.bool, device=scores.device)
+    band = buf[:size].view(rows, n)
+    torch.le(scores, hi[:, None], out=band)
+    if dtype == torch.bool:
+        c_ge = count_true(out)
+        band &= out
+    else:
+        # a float row sum of 0/1 is exact while the row is shorter than the mantissa
+        exact = dtype == torch.float32 and n < 2**24 or dtype == torch.float64
+        ge = out.bool()
+        c_ge = out.sum(dim=1).long() if exact else count_true(ge)
+        band &= ge
+        del ge
+    lin = _sparse_nonzero(buf)  # flat positions, ascending (row-major)
+    del band, buf
+    rid = lin // n if rows > 1 else torch.zeros_like(lin)
     c_band = torch.bincount(rid, minlength=rows)
     need = k - (c_ge - c_band)  # how many band entries each row keeps
     ok = (need >= 0) & (need <= c_band)
     need = torch.where(ok, need, 0)
-    vals = scores.reshape(-1)[lin]
+    vals = scores.reshape(-1).index_select(0, lin)
     thr = _band_thresholds(vals, rid, c_band, need)[rid]
     keep = vals > thr
     # ties at the threshold: the first ones by position, up to each row's quota
@@ -109,10 +150,10 @@ def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
             - (torch.cumsum(t_count, 0) - t_count)[t_rid]
         )
         keep[tie[t_rank < quota[t_rid]]] = True
-    mask.view(-1)[lin[~keep]] = False
+    out.view(-1).index_fill_(0, lin[~keep], 0)
     for r in (~ok).nonzero().flatten().tolist():  # bracket missed (very unlikely): exact
-        mask[r] = _exact_small(scores[r : r + 1], k)[0]
-    return mask
+        out[r] = _exact_small(scores[r : r + 1], k)[0]
+    return out
 
 
 def mask_at_threshold(scores: torch.Tensor, thr: torch.Tensor, k: int) -> torch.Tensor:
