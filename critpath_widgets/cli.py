@@ -1,7 +1,7 @@
 """Command line: explain a photo with its critical pathway and write the figure to a file.
 
-    critpath explain coffee --out pathway.png
-    critpath explain my_photo.jpg --method neuron_intgrad --sparsity 0.9
+critpath explain coffee --out pathway.png
+critpath explain my_photo.jpg --method neuron_intgrad --sparsity 0.9
 """
 
 from __future__ import annotations
@@ -44,8 +44,7 @@ def _explain(a: argparse.Namespace) -> int:
     ex = PathwayExplainer(bundle.model)
     opts = {"progress": True} if a.method in ("neuron_intgrad", "greedy") else {}
     t0 = time.perf_counter()
-    e = ex.explain(x, target=a.target, method=a.method, sparsity=a.sparsity, scope=a.scope,
-                   **opts)
+    e = ex.explain(x, target=a.target, method=a.method, sparsity=a.sparsity, scope=a.scope, **opts)
     dt = time.perf_counter() - t0
     g = ex.gradient(x, e.target)
     probs = e.logits.softmax(dim=1)[0]
@@ -73,8 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("image", nargs="?", default="coffee", help="image file or sample name")
     e.add_argument("--model", default="efficientnet_lite0")
     e.add_argument("--weights", default=None, help="state-dict file for torchvision models")
-    e.add_argument("--method", default="neuron_mct",
-                   choices=["neuron_mct", "neuron_intgrad", "greedy", "random"])
+    e.add_argument(
+        "--method",
+        default="neuron_mct",
+        choices=["neuron_mct", "neuron_intgrad", "greedy", "random"],
+    )
     e.add_argument("--sparsity", type=float, default=0.7)
     e.add_argument("--scope", default="global", choices=["global", "layer"])
     e.add_argument("--target", type=int, default=None, help="class index (default: predicted)")

@@ -52,8 +52,9 @@ def explanation_figure(
         h, w = img.shape[:2]
         # as in the widget: alpha grows with |value|, so zero attribution shows the photo
         alpha = opacity * np.clip(np.abs(m) / v, 0.0, 1.0)
-        im = ax.imshow(m, cmap=cmap, vmin=-v, vmax=v, alpha=alpha, extent=(0, w, h, 0),
-                       interpolation="nearest")
+        im = ax.imshow(
+            m, cmap=cmap, vmin=-v, vmax=v, alpha=alpha, extent=(0, w, h, 0), interpolation="nearest"
+        )
         extra = f", sparsity {e.sparsity:.2f}" if j == 1 else ""
         ax.set_title(f"{title}{extra}")
         ax.axis("off")
