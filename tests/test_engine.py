@@ -621,3 +621,65 @@ def test_intgrad_prefix_replay_on_a_model_that_reads_its_batch_size(n):
     for a, b in zip(e.scores, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6 * float(b.abs().max()) + 1e-10)
     ref.assert_same_state(before, ref.model_state(model))
+
+
+# ---------------------------------------------------------------- buffers and in-place scaling
+def test_huge_page_buffers_behave_like_torch_empty(monkeypatch):
+    from critpath_widgets.engine import memory
+
+    monkeypatch.setattr(memory, "HUGE_BYTES", 0)  # every CPU buffer takes the mmap path
+    for dtype in (torch.float32, torch.bool, torch.float64):
+        t = memory.empty((3, 5, 7), dtype, "cpu")
+        assert t.shape == (3, 5, 7) and t.dtype == dtype and t.is_contiguous()
+        t.fill_(1)
+        assert int(t.sum()) == 105
+    like = memory.empty_like(torch.zeros(4, 2, dtype=torch.float16))
+    assert like.shape == (4, 2) and like.dtype == torch.float16
+
+
+@pytest.mark.parametrize(
+    "factory,size",
+    [
+        (lambda: tv("resnet18", num_classes=20), 48),
+        (lambda: tv("mobilenet_v2", num_classes=20), 48),
+    ],
+    ids=["resnet18", "mobilenet_v2"],
+)
+def test_pathway_gradient_through_huge_page_scaling_matches_masked_copy(factory, size, monkeypatch):
+    """With every buffer in the huge-page path (selection, weights, and the masked pass's
+    own autograd function for outputs that cannot be scaled in place) the results still
+    equal autograd on an explicitly masked copy."""
+    from critpath_widgets.engine import memory
+
+    monkeypatch.setattr(memory, "HUGE_BYTES", 0)
+    model = factory()
+    x = rand_x(2, size)
+    e = PathwayExplainer(model).explain(x, sparsity=0.6)
+    g = ref.masked_gradient(model, x, e.target, e.pathway.masks)
+    torch.testing.assert_close(e.saliency, g, rtol=1e-4, atol=1e-6 * float(g.abs().max()) + 1e-10)
+    for s in (0.3, 0.9):
+        f = e.at_sparsity(s)
+        g = ref.masked_gradient(model, x, e.target, f.pathway.masks)
+        torch.testing.assert_close(
+            f.saliency, g, rtol=1e-4, atol=1e-6 * float(g.abs().max()) + 1e-10
+        )
+
+
+def test_in_place_scaling_leaves_users_own_hook_outputs_alone():
+    """ReLU6 outputs are scaled in place only when nobody else has seen them: a user's
+    forward hook on the same module keeps the unmasked output of what it saw go in."""
+    model = small_cnn()
+    x = rand_x(1, 16)
+    relu6 = model[6]
+    assert isinstance(relu6, nn.ReLU6) and not relu6.inplace
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    handle = relu6.register_forward_hook(lambda m, i, o: seen.append((i[0], o)))
+    try:
+        e = PathwayExplainer(model).explain(x, sparsity=0.9)
+    finally:
+        handle.remove()
+    assert len(seen) == 2  # score pass and masked pass
+    for inp, out in seen:
+        assert torch.equal(out.detach(), nn.functional.relu6(inp.detach()))
+    g = ref.masked_gradient(model, x, e.target, e.pathway.masks)
+    torch.testing.assert_close(e.saliency, g, rtol=1e-4, atol=1e-6 * float(g.abs().max()) + 1e-10)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import Cancelled, InputError, InputTypeError, ModelError, OptionError
+from . import memory
 from .layout import SiteLayout
 from .replay import PrefixReplay
 from .select import (
@@ -271,6 +272,7 @@ class PathwayExplainer:
     def __init__(self, model: nn.Module, sites: SiteSpec = None):
         self.model = model
         self._modules = resolve_site_modules(model, sites)
+        self._module_by_name = dict(self._modules)
         self._in_channels = first_in_channels(model)
         self._protect = False  # set when a model modifies site outputs in place
         self._broadcast_ok: bool | None = None  # neuron_intgrad prefix sharing verified
@@ -514,9 +516,10 @@ class PathwayExplainer:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward/backward with each site's output multiplied by its 0/1 weights
         (a product is cheaper than torch.where, forward and backward)."""
+        by_name = self._module_by_name
 
         def apply(i: int, name: str, out: torch.Tensor) -> torch.Tensor:
-            return out * masks[i]
+            return _scale(out, masks[i], by_name.get(name))
 
         xg = x.detach().requires_grad_(True)
         logits = self._run(hooks, xg, apply)
@@ -602,7 +605,7 @@ class PathwayExplainer:
         steps, chunk = int(opts["steps"]), int(opts["batch_size"])
         alphas = torch.arange(steps, dtype=x.dtype, device=x.device) / steps  # 0 .. (m-1)/m
         n = x.shape[0]
-        flat = torch.empty(n, layout.total, dtype=x.dtype, device=x.device)
+        flat = memory.empty((n, layout.total), x.dtype, x.device)
         out_views = layout.views(flat)
         total = len(acts)
         with contextlib.ExitStack() as stack:
@@ -794,6 +797,48 @@ class PathwayExplainer:
         return _contributions([z.detach() for z in zs], grads, layout)
 
 
+# Activations whose autograd node keeps its input, not its output (out-of-place forms):
+# their output may be scaled in place, saving a fresh buffer per site.
+_KEEPS_INPUT = {
+    nn.ReLU6: "HardtanhBackward0",
+    nn.Hardtanh: "HardtanhBackward0",
+    nn.LeakyReLU: "LeakyReluBackward0",
+    nn.PReLU: "PreluKernelBackward0",
+}
+
+
+class _Scale(torch.autograd.Function):
+    """a * w (w a constant 0/1 mask) with its result and gradient in fresh huge-page
+    buffers: used for activations too large for the allocator to recycle."""
+
+    @staticmethod
+    def forward(ctx: Any, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(w)
+        return torch.mul(a, w, out=memory.empty_like(a))
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (w,) = ctx.saved_tensors
+        return torch.mul(g, w, out=memory.empty_like(g)), None
+
+
+def _scale(out: torch.Tensor, w: torch.Tensor, module: nn.Module | None) -> torch.Tensor:
+    """A site's output times its 0/1 weights, in place where autograd allows it (the
+    activation kept its input and nobody else has seen the output: no other hooks)."""
+    kind = type(module)
+    if (
+        kind in _KEEPS_INPUT
+        and type(out.grad_fn).__name__ == _KEEPS_INPUT[kind]
+        and not getattr(module, "inplace", False)
+        and len(module._forward_hooks) == 1
+        and not nn.modules.module._global_forward_hooks
+    ):
+        return out.mul_(w)
+    if out.is_contiguous() and out.numel() * out.element_size() >= memory.HUGE_BYTES:
+        return _Scale.apply(out, w)
+    return out * w
+
+
 def _count_ones(w: torch.Tensor) -> int:
     """Number of ones in a 1-D tensor of 0/1 weights (a float sum is exact below 2**24)."""
     if w.numel() < 2**24 and w.is_floating_point():
@@ -806,7 +851,7 @@ def _contributions(
 ) -> torch.Tensor:
     """NeuronMCT |a * dy/da| of every site, written into one flat (N, total) buffer."""
     n = acts[0].shape[0]
-    flat = torch.empty(n, layout.total, dtype=acts[0].dtype, device=acts[0].device)
+    flat = memory.empty((n, layout.total), acts[0].dtype, acts[0].device)
     for a, g, v in zip(acts, grads, layout.views(flat), strict=True):
         torch.mul(a, g, out=v)
     return flat.abs_()

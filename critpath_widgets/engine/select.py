@@ -7,6 +7,7 @@ import math
 import torch
 
 from ..errors import InputError, OptionError
+from . import memory
 from .layout import SiteLayout
 from .selection import Ranking, topk_mask
 
@@ -54,7 +55,7 @@ def channel_scores(flat: torch.Tensor, layout: SiteLayout) -> torch.Tensor:
 def expand_channels(ch_mask: torch.Tensor, layout: SiteLayout) -> torch.Tensor:
     """Flat neuron mask (N, total) from a channel mask (N, total channels)."""
     n = ch_mask.shape[0]
-    out = torch.empty(n, layout.total, dtype=torch.bool, device=ch_mask.device)
+    out = memory.empty((n, layout.total), torch.bool, ch_mask.device)
     o = 0
     for i, c in enumerate(layout.channels()):
         per = layout.sizes[i] // c
@@ -94,7 +95,7 @@ def select(
     if scope == "global":
         k = keep_count(layout.total, sparsity)
         return ranking.weights(k) if fast else topk_mask(flat, k, dtype)
-    out = torch.empty_like(flat)
+    out = memory.empty_like(flat)
     for i, (o, size) in enumerate(zip(layout.offsets, layout.sizes, strict=True)):
         k = keep_count(size, sparsity)
         w = ranking.weights(k, o, o + size) if fast else topk_mask(layout.slice(flat, i), k)

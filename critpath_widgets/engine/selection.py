@@ -13,6 +13,8 @@ import math
 
 import torch
 
+from . import memory
+
 _SAMPLE = 65536
 _SEED = 0x5EED
 
@@ -112,11 +114,12 @@ def topk_mask(scores: torch.Tensor, k: int, dtype: torch.dtype = torch.bool) -> 
     if n <= 4 * _SAMPLE:
         return _exact_small(scores, k).to(dtype)
     lo, hi = _bracket(scores, k)
-    out = torch.empty(scores.shape, dtype=dtype, device=scores.device)
+    out = memory.empty(scores.shape, dtype, scores.device)
     torch.ge(scores, lo[:, None], out=out)  # everything that may be kept
     # lo <= s <= hi: the undecided entries, in a buffer padded to whole 8-byte words
     size = rows * n
-    buf = torch.zeros(-(-size // 8) * 8, dtype=torch.bool, device=scores.device)
+    buf = memory.empty((-(-size // 8) * 8,), torch.bool, scores.device)
+    buf[size:] = False
     band = buf[:size].view(rows, n)
     torch.le(scores, hi[:, None], out=band)
     if dtype == torch.bool:
@@ -238,7 +241,7 @@ class Ranking:
             # k, there is no tie to break and one comparison gives the selection
             first = torch.searchsorted(keys, tk[:, None])[:, 0]
             if bool((n - first == k).all()):
-                out = torch.empty(part.shape, dtype=part.dtype, device=part.device)
+                out = memory.empty(part.shape, part.dtype, part.device)
                 return torch.ge(part, tk.view(self.scores.dtype)[:, None], out=out)
         return self.mask(k, start, stop).to(part.dtype)
 
