@@ -222,28 +222,34 @@ class Explanation:
                 for o, size, c in zip(layout.offsets, layout.sizes, chans, strict=True)
             ]
             self._ranking.cache[("channel_total", sample)] = totals
-        wrow = self.pathway.weights[sample]
-        kept_row = self._flat_contrib[sample] * self.pathway.weights[sample].to(
-            self._flat_contrib.dtype
-        )
-        out = []
-        for i, (o, size, c) in enumerate(zip(layout.offsets, layout.sizes, chans, strict=True)):
-            ck = kept_row[o : o + size].view(c, -1).sum(dim=1).cpu()
-            ct = totals[i]
-            out.append(
-                SiteSummary(
-                    index=i,
-                    name=self.site_names[i],
-                    shape=layout.shapes[i],
-                    neurons=size,
-                    kept=_count_ones(wrow[o : o + size]),
-                    total=float(ct.sum()),
-                    kept_total=float(ck.sum()),
-                    channel_total=ct,
-                    channel_kept=ck,
-                )
+        row = self._flat_contrib[sample]
+        wrow = self.pathway.weights[sample].to(row.dtype)
+        # per site, not one product over the whole row: small temporaries are recycled
+        # by the allocator, a 25 MB one is paged in afresh every time
+        kept = [
+            (row[o : o + size] * wrow[o : o + size]).view(c, -1).sum(dim=1).cpu()
+            for o, size, c in zip(layout.offsets, layout.sizes, chans, strict=True)
+        ]
+        counts = [
+            _count_ones(wrow[o : o + size])
+            for o, size in zip(layout.offsets, layout.sizes, strict=True)
+        ]
+        site_totals = torch.stack([t.sum() for t in totals]).tolist()
+        kept_totals = torch.stack([k.sum() for k in kept]).tolist()
+        return [
+            SiteSummary(
+                index=i,
+                name=self.site_names[i],
+                shape=layout.shapes[i],
+                neurons=layout.sizes[i],
+                kept=counts[i],
+                total=float(site_totals[i]),
+                kept_total=float(kept_totals[i]),
+                channel_total=totals[i],
+                channel_kept=kept[i],
             )
-        return out
+            for i in range(len(layout))
+        ]
 
     def site_map(self, index: int, sample: int = 0) -> torch.Tensor:
         """(H, W) spatial contribution map of one site: contributions summed over channels."""
