@@ -627,7 +627,7 @@ def test_intgrad_prefix_replay_on_a_model_that_reads_its_batch_size(n):
 def test_huge_page_buffers_behave_like_torch_empty(monkeypatch):
     from critpath_widgets.engine import memory
 
-    monkeypatch.setattr(memory, "HUGE_BYTES", 0)  # every CPU buffer takes the mmap path
+    monkeypatch.setattr(memory, "RECYCLE_BYTES", 0)  # every CPU buffer takes the mmap path
     for dtype in (torch.float32, torch.bool, torch.float64):
         t = memory.empty((3, 5, 7), dtype, "cpu")
         assert t.shape == (3, 5, 7) and t.dtype == dtype and t.is_contiguous()
@@ -651,7 +651,7 @@ def test_pathway_gradient_through_huge_page_scaling_matches_masked_copy(factory,
     equal autograd on an explicitly masked copy."""
     from critpath_widgets.engine import memory
 
-    monkeypatch.setattr(memory, "HUGE_BYTES", 0)
+    monkeypatch.setattr(memory, "RECYCLE_BYTES", 0)
     model = factory()
     x = rand_x(2, size)
     e = PathwayExplainer(model).explain(x, sparsity=0.6)

@@ -840,7 +840,7 @@ def _scale(out: torch.Tensor, w: torch.Tensor, module: nn.Module | None) -> torc
         and not nn.modules.module._global_forward_hooks
     ):
         return out.mul_(w)
-    if out.is_contiguous() and out.numel() * out.element_size() >= memory.HUGE_BYTES:
+    if out.is_contiguous() and out.numel() * out.element_size() >= memory.RECYCLE_BYTES:
         return _Scale.apply(out, w)
     return out * w
 
@@ -859,8 +859,8 @@ def _contributions(
     n = acts[0].shape[0]
     flat = memory.empty((n, layout.total), acts[0].dtype, acts[0].device)
     for a, g, v in zip(acts, grads, layout.views(flat), strict=True):
-        torch.mul(a, g, out=v)
-    return flat.abs_()
+        torch.mul(a, g, out=v).abs_()  # site by site, while the product is still in cache
+    return flat
 
 
 @contextlib.contextmanager
