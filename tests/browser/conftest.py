@@ -1,4 +1,5 @@
-"""Fixtures of the end-to-end browser tests (JupyterLab + system Chromium + Playwright).
+"""Fixtures of the end-to-end browser tests (JupyterLab / Notebook 7 + system Chromium +
+Playwright).
 
 The heavy lifting lives in ``harness.py`` so that ``benchmarks/bench_browser_latency.py``
 shares it. A missing Chromium or front-end bundle makes the tests fail with the
@@ -75,21 +76,9 @@ def explorer(browser, jupyter, notebook_root):
         print(f"\n[e2e] timings: {timings}")
         yield H.ExplorerSession(jupyter, page, errors, timings)
     finally:
-        H.ARTIFACTS.mkdir(exist_ok=True)
         shot = H.ARTIFACTS / "explorer.png"
         try:
-            page.screenshot(path=str(H.ARTIFACTS / "explorer-page.png"))
-            target = page.locator(H.EXPLORER)
-            if target.count():
-                # Grow the viewport so the whole explorer fits: the notebook panel is
-                # a scroll container that would clip an element screenshot.
-                height = target.first.evaluate("e => e.getBoundingClientRect().height")
-                page.set_viewport_size({"width": 1400, "height": int(height) + 600})
-                target.first.scroll_into_view_if_needed()
-                page.wait_for_timeout(300)
-                target.first.screenshot(path=str(shot), timeout=10_000)
-            else:
-                page.screenshot(path=str(shot), full_page=True)
+            H.save_explorer_screenshot(page, shot, H.ARTIFACTS / "explorer-page.png")
             print(f"\n[e2e] screenshot: {shot} (whole page: explorer-page.png)")
         except Exception as exc:  # noqa: BLE001 - a screenshot must not mask the result
             print(f"\n[e2e] screenshot failed: {exc}")

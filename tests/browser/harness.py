@@ -1,8 +1,10 @@
 """Shared harness for the browser end-to-end test and the browser latency benchmark.
 
-It starts a throw-away JupyterLab server (the current interpreter, so the kernel runs in
-the same environment), drives Debian's ``chromium`` through Playwright, opens a notebook,
-runs all of its cells and offers small probes on the ``PathwayExplorer`` DOM:
+It starts a throw-away Jupyter server (the current interpreter, so the kernel runs in
+the same environment) as JupyterLab 4 (``jupyter lab``, the default) or Notebook 7
+(``jupyter notebook``, ``app="notebook"``), drives Debian's ``chromium`` through
+Playwright, opens a notebook, runs all of its cells and offers small probes on the
+``PathwayExplorer`` DOM:
 
 * canvas statistics (a pixel hash, whether anything is painted, whether it is uniform),
 * the overlay's ``data-paint-count`` / ``data-paint-key`` and an in-page paint log with
@@ -10,6 +12,14 @@ runs all of its cells and offers small probes on the ``PathwayExplorer`` DOM:
 * setting the sparsity slider by typing into its readout (reliable) or dragging its
   noUiSlider handle (realistic),
 * a signature of the bqplot layer chart's bars.
+
+Both front ends are built on the same JupyterLab application framework: with
+``expose_app_in_browser`` set (``LabApp`` / ``JupyterNotebookApp``) each puts its
+application object on ``window.jupyterapp``, whose ``shell.currentWidget`` is the open
+``NotebookPanel`` (Notebook 7 shows one document per browser tab), and each has a
+Run menu with "Run All Cells" (command ``notebook:run-all-cells``). So everything below
+``open_notebook`` works unchanged in both; only the server command line and the
+notebook's URL (``/lab/tree/<name>`` vs ``/notebooks/<name>``) differ.
 
 Nothing here imports pytest, so ``benchmarks/bench_browser_latency.py`` can use it too.
 Playwright's browser download (``playwright install``) is never used: see NOTES.md.
@@ -28,6 +38,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -58,6 +69,10 @@ LAYER_CHART = ".critpath-layer-chart"
 MESSAGE = ".critpath-message"
 OVERLAY_ROOT = ".critpath-overlay"
 OVERLAY_CANVAS = "canvas.critpath-overlay-canvas"
+
+
+# Front ends the server can be started as: ``jupyter <app>``.
+APPS = ("lab", "notebook")
 
 
 class HarnessError(RuntimeError):
@@ -121,6 +136,33 @@ def ensure_kernelspec(python: str = sys.executable) -> None:
         )
 
 
+def check_app(app: str, python: str = sys.executable) -> str:
+    """Check that ``jupyter <app>`` is usable in ``python``'s environment; return its version.
+
+    ``app="notebook"`` needs Notebook 7 (Notebook 6 serves the classic UI, which has no
+    ``window.jupyterapp``).
+    """
+    if app not in APPS:
+        raise HarnessError(f"unknown Jupyter front end {app!r}; expected one of {APPS}")
+    module = "jupyterlab" if app == "lab" else "notebook"
+    out = subprocess.run(
+        [python, "-c", f"import {module}; print({module}.__version__)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    version = out.stdout.strip()
+    wanted = "4" if app == "lab" else "7"
+    if out.returncode != 0 or version.split(".")[0] != wanted:
+        found = f"version {version}" if out.returncode == 0 else "not installed"
+        raise HarnessError(
+            f"`jupyter {app}` needs {module} {wanted}.x in {python} ({found}): "
+            f"`pip install '{module}>={wanted},<{int(wanted) + 1}'` "
+            "(or `pip install -e '.[test]'`)."
+        )
+    return version
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -132,20 +174,24 @@ def free_port() -> int:
 
 @dataclass
 class JupyterServer:
-    """A running JupyterLab server rooted at ``root_dir``."""
+    """A running Jupyter server rooted at ``root_dir``, serving JupyterLab or Notebook 7."""
 
     root_dir: Path
     port: int
     proc: subprocess.Popen
     log_path: Path
     _log_file: Any = field(repr=False, default=None)
+    app: str = "lab"  # "lab" (JupyterLab) or "notebook" (Notebook 7)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def notebook_url(self, name: str) -> str:
-        return f"{self.url}/lab/tree/{name}"
+        path = urllib.parse.quote(name)
+        if self.app == "notebook":
+            return f"{self.url}/notebooks/{path}"
+        return f"{self.url}/lab/tree/{path}"
 
     def log_tail(self, n: int = 60) -> str:
         try:
@@ -186,11 +232,50 @@ def _write_lab_settings(settings_dir: Path) -> None:
     )
 
 
+def _server_command(
+    app: str, python: str, port: int, root_dir: Path, state: Path, settings_dir: Path
+) -> list[str]:
+    cmd = [
+        python,
+        "-m",
+        "jupyter",
+        app,
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--port-retries=0",
+        "--IdentityProvider.token=",
+        "--ServerApp.password=",
+        "--ServerApp.disable_check_xsrf=True",
+        f"--ServerApp.root_dir={root_dir}",
+    ]
+    # `jupyter notebook` loads JupyterLab's server extension too, and both register the
+    # settings API at /lab/api/settings: give both the same settings dir.
+    lab = [
+        f"--LabApp.user_settings_dir={settings_dir}",
+        f"--LabApp.workspaces_dir={state / 'workspaces'}",
+        "--LabApp.expose_app_in_browser=True",
+        "--LabApp.news_url=",
+    ]
+    if app == "lab":
+        return cmd + lab
+    return cmd + [
+        f"--JupyterNotebookApp.user_settings_dir={settings_dir}",
+        f"--JupyterNotebookApp.workspaces_dir={state / 'workspaces'}",
+        "--JupyterNotebookApp.expose_app_in_browser=True",
+        *lab,
+    ]
+
+
 @contextlib.contextmanager
 def jupyter_server(
-    root_dir: Path, python: str = sys.executable, timeout: float = 90.0
+    root_dir: Path, python: str = sys.executable, timeout: float = 90.0, app: str = "lab"
 ) -> Iterator[JupyterServer]:
-    """Start ``python -m jupyter lab`` on a free port of 127.0.0.1; always stop it."""
+    """Start ``python -m jupyter <app>`` on a free port of 127.0.0.1; always stop it.
+
+    ``app`` is ``"lab"`` (JupyterLab 4, the default) or ``"notebook"`` (Notebook 7).
+    """
+    check_app(app, python)
     ensure_kernelspec(python)
     state = Path(tempfile.mkdtemp(prefix="critpath-jupyter-state-"))
     settings_dir = state / "settings"
@@ -203,24 +288,7 @@ def jupyter_server(
     env["PATH"] = os.pathsep.join((str(Path(python).parent), env.get("PATH", "")))
     env["JUPYTER_RUNTIME_DIR"] = str(state / "runtime")
     env.setdefault("PYTHONUNBUFFERED", "1")
-    cmd = [
-        python,
-        "-m",
-        "jupyter",
-        "lab",
-        "--no-browser",
-        "--ip=127.0.0.1",
-        f"--port={port}",
-        "--port-retries=0",
-        "--IdentityProvider.token=",
-        "--ServerApp.password=",
-        "--ServerApp.disable_check_xsrf=True",
-        f"--ServerApp.root_dir={root_dir}",
-        f"--LabApp.user_settings_dir={settings_dir}",
-        f"--LabApp.workspaces_dir={state / 'workspaces'}",
-        "--LabApp.expose_app_in_browser=True",
-        "--LabApp.news_url=",
-    ]
+    cmd = _server_command(app, python, port, root_dir, state, settings_dir)
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")  # containers and CI runners often run as root
     log_path = state / "jupyter.log"
@@ -233,13 +301,13 @@ def jupyter_server(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    server = JupyterServer(root_dir, port, proc, log_path, log_file)
+    server = JupyterServer(root_dir, port, proc, log_path, log_file, app=app)
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
                 raise HarnessError(
-                    f"jupyter lab exited with {proc.returncode}:\n{server.log_tail()}"
+                    f"jupyter {app} exited with {proc.returncode}:\n{server.log_tail()}"
                 )
             try:
                 with urllib.request.urlopen(f"{server.url}/api/status", timeout=2) as r:
@@ -249,7 +317,7 @@ def jupyter_server(
                 pass
             if time.monotonic() > deadline:
                 raise HarnessError(
-                    f"jupyter lab did not answer within {timeout:.0f} s:\n{server.log_tail()}"
+                    f"jupyter {app} did not answer within {timeout:.0f} s:\n{server.log_tail()}"
                 )
             time.sleep(0.25)
         yield server
@@ -297,14 +365,20 @@ class PageErrors:
 
     page_errors: list[str] = field(default_factory=list)
     console_errors: list[str] = field(default_factory=list)
+    # The JS stack of each page error, in the same order as ``page_errors``.
+    page_error_stacks: list[str] = field(default_factory=list)
 
     def attach(self, page) -> PageErrors:
-        page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
+        page.on("pageerror", self._on_page_error)
         page.on(
             "console",
             lambda msg: self.console_errors.append(msg.text) if msg.type == "error" else None,
         )
         return self
+
+    def _on_page_error(self, exc) -> None:
+        self.page_errors.append(str(exc))
+        self.page_error_stacks.append(getattr(exc, "stack", None) or "")
 
 
 def wait_kernel_idle(page, timeout_ms: float = 60_000) -> None:
@@ -322,18 +396,33 @@ def wait_kernel_idle(page, timeout_ms: float = 60_000) -> None:
 
 
 def open_notebook(page, server: JupyterServer, name: str, timeout_ms: float = 90_000) -> None:
-    """Open ``name`` in JupyterLab and wait for its kernel."""
+    """Open ``name`` in the server's front end (JupyterLab or Notebook 7), wait for its kernel."""
     page.goto(server.notebook_url(name), wait_until="domcontentloaded", timeout=timeout_ms)
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=timeout_ms)
     page.wait_for_function("() => !!window.jupyterapp", timeout=timeout_ms)
     wait_kernel_idle(page, timeout_ms)
 
 
+def app_info(page) -> dict:
+    """Name and version of the front end in the page (``window.jupyterapp``).
+
+    ``{"name": "JupyterLab", "version": "4.6.6", "page": null}`` or
+    ``{"name": "Jupyter Notebook", "version": "7.6.5", "page": "notebooks"}``: ``page``
+    is Notebook 7's page kind (``<body data-notebook=...>``), absent in JupyterLab.
+    """
+    return page.evaluate(
+        """() => { const app = window.jupyterapp;
+            return app ? {name: app.name, version: app.version,
+                          page: document.body.dataset.notebook || null} : null; }"""
+    )
+
+
 def run_all_cells(page, timeout_ms: float = 10_000) -> str:
     """Run All Cells through the Run menu (what a person does).
 
-    Falls back to the same JupyterLab command if the menu could not be used; returns
-    which route was taken.
+    JupyterLab and Notebook 7 have the same Run menu. Falls back to the same command
+    (``notebook:run-all-cells``) if the menu could not be used; returns which route was
+    taken.
     """
     try:
         page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click(timeout=timeout_ms)
@@ -460,6 +549,24 @@ def wait_repaint(
         polling="raf",
     )
     return paint_state(page, overlay_selector)
+
+
+def wait_canvas_change(page, selector: str, before_hash: str, timeout_ms: float = 30_000) -> dict:
+    """Wait until the pixels of the canvas ``selector`` hash differently from ``before_hash``.
+
+    A repaint's ``data-paint-key`` can change before its final pixels land (several
+    repaints per update), so tests that compare pictures wait on the pixels themselves.
+    """
+    page.wait_for_function(
+        f"""([sel, before]) => {{
+            const s = ({_CANVAS_STATS_JS})(sel);
+            return !!s && !s.error && s.hash !== before;
+        }}""",
+        arg=[selector, before_hash],
+        timeout=timeout_ms,
+        polling=100,
+    )
+    return canvas_stats(page, selector)
 
 
 INSTALL_PAINT_LOG_JS = """(sel) => {
@@ -620,6 +727,29 @@ class ExplorerSession:
     timings: dict[str, float]
 
 
+def save_explorer_screenshot(page, path: Path, page_path: Path | None = None) -> Path:
+    """Screenshot the explorer into ``path`` (the whole page if there is no explorer).
+
+    ``page_path`` also gets a screenshot of the whole page as it was. The viewport grows
+    so that the whole explorer fits: the notebook panel is a scroll container that would
+    clip an element screenshot.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if page_path is not None:
+        page.screenshot(path=str(page_path))
+    target = page.locator(EXPLORER)
+    if target.count():
+        height = target.first.evaluate("e => e.getBoundingClientRect().height")
+        width = (page.viewport_size or {}).get("width", 1400)
+        page.set_viewport_size({"width": width, "height": int(height) + 600})
+        target.first.scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        target.first.screenshot(path=str(path), timeout=10_000)
+    else:
+        page.screenshot(path=str(path), full_page=True)
+    return path
+
+
 def notebook_under_test() -> Path:
     """The committed notebook, or ``$CRITPATH_E2E_NOTEBOOK`` (for debugging the harness)."""
     return Path(os.environ.get("CRITPATH_E2E_NOTEBOOK", NOTEBOOK))
@@ -672,16 +802,19 @@ def open_explorer(
 
 @contextlib.contextmanager
 def explorer_session(
-    notebook: Path | None = None, headless: bool = True
+    notebook: Path | None = None, headless: bool = True, app: str = "lab"
 ) -> Iterator[ExplorerSession]:
-    """Server + browser + notebook opened and run; everything torn down on exit."""
+    """Server + browser + notebook opened and run; everything torn down on exit.
+
+    ``app`` picks the front end: ``"lab"`` (JupyterLab, the default) or ``"notebook"``.
+    """
     find_chromium()
     check_frontend_bundle()
     notebook = notebook or notebook_under_test()
     root = Path(tempfile.mkdtemp(prefix="critpath-e2e-"))
     try:
         name = copy_notebook(root, notebook)
-        with jupyter_server(root) as server, browser_context(headless=headless) as ctx:
+        with jupyter_server(root, app=app) as server, browser_context(headless=headless) as ctx:
             page = ctx.new_page()
             errors = PageErrors().attach(page)
             timings = open_explorer(page, server, name)
