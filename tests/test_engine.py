@@ -683,3 +683,55 @@ def test_in_place_scaling_leaves_users_own_hook_outputs_alone():
         assert torch.equal(out.detach(), nn.functional.relu6(inp.detach()))
     g = ref.masked_gradient(model, x, e.target, e.pathway.masks)
     torch.testing.assert_close(e.saliency, g, rtol=1e-4, atol=1e-6 * float(g.abs().max()) + 1e-10)
+
+
+def test_recycled_buffers_are_reused_only_once_free(monkeypatch):
+    """A mapping is handed out again only after every tensor and view made from it is
+    gone; free ones beyond the idle budget are unmapped."""
+    from critpath_widgets.engine import memory
+
+    monkeypatch.setattr(memory, "RECYCLE_BYTES", 1024)
+    memory.release()
+    a = memory.empty((64, 64), torch.float32)
+    a.fill_(3)
+    ptr = a.data_ptr()
+    view = a[1:]  # a view keeps the mapping busy
+    del a
+    b = memory.empty((64, 64), torch.float32)
+    assert b.data_ptr() != ptr
+    del view
+    c = memory.empty((64, 64), torch.float32)
+    assert c.data_ptr() == ptr  # free again: reused, not mapped afresh
+    d = memory.empty((16, 1024), torch.uint8)  # same byte size, other dtype and shape
+    assert d.data_ptr() not in (ptr, c.data_ptr()) and d.shape == (16, 1024)
+    del b, c, d
+    assert memory.idle_bytes() >= 3 * 64 * 64 * 4
+    monkeypatch.setattr(memory, "IDLE_BYTES", 64 * 64 * 4)
+    memory.empty((10, 1000), torch.float32)  # a new size: trims the idle ones first
+    assert memory.idle_bytes() <= 64 * 64 * 4 + 10 * 1000 * 4
+    assert memory.release() > 0 and memory.idle_bytes() == 0
+
+
+def test_recycled_buffers_in_threads_are_never_shared(monkeypatch):
+    import threading
+
+    from critpath_widgets.engine import memory
+
+    monkeypatch.setattr(memory, "RECYCLE_BYTES", 1024)
+    errors: list[str] = []
+
+    def work(k: int) -> None:
+        for _ in range(200):
+            t = memory.empty((32, 32), torch.float32)
+            t.fill_(k)
+            if not bool((t == k).all()):
+                errors.append(f"thread {k} saw another thread's writes")
+            del t
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    memory.release()
