@@ -132,7 +132,15 @@ class SiteSummary:
     total: float
     kept_total: float
     channel_total: torch.Tensor
-    channel_kept: torch.Tensor
+    _channel_kept: Callable[[], torch.Tensor] | torch.Tensor = field(repr=False)
+
+    @property
+    def channel_kept(self) -> torch.Tensor:
+        """Contribution kept by the pathway in each channel (computed on first use: a
+        panel shows the channels of one site at a time)."""
+        if callable(self._channel_kept):
+            self._channel_kept = self._channel_kept()
+        return self._channel_kept
 
 
 @dataclass
@@ -224,18 +232,19 @@ class Explanation:
             self._ranking.cache[("channel_total", sample)] = totals
         row = self._flat_contrib[sample]
         wrow = self.pathway.weights[sample].to(row.dtype)
-        # per site, not one product over the whole row: small temporaries are recycled
-        # by the allocator, a 25 MB one is paged in afresh every time
-        kept = [
-            (row[o : o + size] * wrow[o : o + size]).view(c, -1).sum(dim=1).cpu()
+        parts = [
+            (row[o : o + size], wrow[o : o + size], c)
             for o, size, c in zip(layout.offsets, layout.sizes, chans, strict=True)
         ]
-        counts = [
-            _count_ones(wrow[o : o + size])
-            for o, size in zip(layout.offsets, layout.sizes, strict=True)
-        ]
+        # kept contribution of a site: one dot product (no product buffer); the
+        # per-channel split only for the sites whose channels are looked at
+        kept_totals = torch.stack([torch.dot(r, w) for r, w, _ in parts]).tolist()
+        counts = [_count_ones(w) for _, w, _ in parts]
         site_totals = torch.stack([t.sum() for t in totals]).tolist()
-        kept_totals = torch.stack([k.sum() for k in kept]).tolist()
+
+        def channel_kept(r: torch.Tensor, w: torch.Tensor, c: int) -> Callable[[], torch.Tensor]:
+            return lambda: (r * w).view(c, -1).sum(dim=1).cpu()
+
         return [
             SiteSummary(
                 index=i,
@@ -246,7 +255,7 @@ class Explanation:
                 total=float(site_totals[i]),
                 kept_total=float(kept_totals[i]),
                 channel_total=totals[i],
-                channel_kept=kept[i],
+                _channel_kept=channel_kept(*parts[i]),
             )
             for i in range(len(layout))
         ]
