@@ -624,7 +624,7 @@ def test_intgrad_prefix_replay_on_a_model_that_reads_its_batch_size(n):
 
 
 # ---------------------------------------------------------------- buffers and in-place scaling
-def test_huge_page_buffers_behave_like_torch_empty(monkeypatch):
+def test_recycled_buffers_behave_like_torch_empty(monkeypatch):
     from critpath_widgets.engine import memory
 
     monkeypatch.setattr(memory, "RECYCLE_BYTES", 0)  # every CPU buffer takes the mmap path
@@ -645,10 +645,10 @@ def test_huge_page_buffers_behave_like_torch_empty(monkeypatch):
     ],
     ids=["resnet18", "mobilenet_v2"],
 )
-def test_pathway_gradient_through_huge_page_scaling_matches_masked_copy(factory, size, monkeypatch):
-    """With every buffer in the huge-page path (selection, weights, and the masked pass's
-    own autograd function for outputs that cannot be scaled in place) the results still
-    equal autograd on an explicitly masked copy."""
+def test_pathway_gradient_through_recycled_scaling_matches_masked_copy(factory, size, monkeypatch):
+    """With every buffer recycled (selection, weights, and the masked pass's own autograd
+    function for outputs that cannot be scaled in place) the results still equal autograd
+    on an explicitly masked copy."""
     from critpath_widgets.engine import memory
 
     monkeypatch.setattr(memory, "RECYCLE_BYTES", 0)

@@ -31,7 +31,7 @@ from .select import (
     keep_count,
     select,
 )
-from .selection import Ranking, topk_mask
+from .selection import Ranking, count_ones, topk_mask
 from .sites import (
     SiteHooks,
     SiteSpec,
@@ -157,7 +157,6 @@ class Explanation:
     inputs: torch.Tensor = field(repr=False)
     contributions: list[torch.Tensor] = field(repr=False)
     explainer: PathwayExplainer = field(repr=False)
-    _flat_scores: torch.Tensor = field(repr=False)
     _flat_contrib: torch.Tensor = field(repr=False)
     _layout: SiteLayout = field(repr=False)
     _ranking: Ranking = field(repr=False)
@@ -222,15 +221,14 @@ class Explanation:
         sample %= n
         layout = self._layout
         chans = layout.channels()
+        row = self._flat_contrib[sample]
         totals = self._ranking.cache.get(("channel_total", sample))
         if totals is None:
-            row = self._flat_contrib[sample]
             totals = [
                 row[o : o + size].view(c, -1).sum(dim=1).cpu()
                 for o, size, c in zip(layout.offsets, layout.sizes, chans, strict=True)
             ]
             self._ranking.cache[("channel_total", sample)] = totals
-        row = self._flat_contrib[sample]
         wrow = self.pathway.weights[sample].to(row.dtype)
         parts = [
             (row[o : o + size], wrow[o : o + size], c)
@@ -239,7 +237,7 @@ class Explanation:
         # kept contribution of a site: one dot product (no product buffer); the
         # per-channel split only for the sites whose channels are looked at
         kept_totals = torch.stack([torch.dot(r, w) for r, w, _ in parts]).tolist()
-        counts = [_count_ones(w) for _, w, _ in parts]
+        counts = [int(count_ones(w[None])) for _, w, _ in parts]
         site_totals = torch.stack([t.sum() for t in totals]).tolist()
 
         def channel_kept(r: torch.Tensor, w: torch.Tensor, c: int) -> Callable[[], torch.Tensor]:
@@ -573,7 +571,6 @@ class PathwayExplainer:
             inputs=x,
             contributions=layout.views(contrib),
             explainer=self,
-            _flat_scores=flat,
             _flat_contrib=contrib,
             _layout=layout,
             _ranking=ranking,
@@ -823,8 +820,8 @@ _KEEPS_INPUT = {
 
 
 class _Scale(torch.autograd.Function):
-    """a * w (w a constant 0/1 mask) with its result and gradient in fresh huge-page
-    buffers: used for activations too large for the allocator to recycle."""
+    """a * w (w a constant 0/1 mask) with its result and gradient in the engine's recycled
+    buffers (:mod:`.memory`): used for large activations that cannot be scaled in place."""
 
     @staticmethod
     def forward(ctx: Any, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -852,13 +849,6 @@ def _scale(out: torch.Tensor, w: torch.Tensor, module: nn.Module | None) -> torc
     if out.is_contiguous() and out.numel() * out.element_size() >= memory.RECYCLE_BYTES:
         return _Scale.apply(out, w)
     return out * w
-
-
-def _count_ones(w: torch.Tensor) -> int:
-    """Number of ones in a 1-D tensor of 0/1 weights (a float sum is exact below 2**24)."""
-    if w.numel() < 2**24 and w.is_floating_point():
-        return int(w.sum(dtype=torch.float64 if w.dtype == torch.float64 else torch.float32))
-    return int(torch.count_nonzero(w))
 
 
 def _contributions(

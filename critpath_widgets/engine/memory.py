@@ -44,7 +44,7 @@ def empty(
     on the CPU, on Linux, and from ``torch.empty`` otherwise."""
     device = torch.device(device)
     numel = math.prod(shape)
-    nbytes = numel * torch.empty((), dtype=dtype).element_size()
+    nbytes = numel * dtype.itemsize
     if device.type != "cpu" or nbytes < RECYCLE_BYTES or not _FLAGS:
         return torch.empty(shape, dtype=dtype, device=device)
     with _lock:

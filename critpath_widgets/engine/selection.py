@@ -26,6 +26,25 @@ def count_true(mask: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.count_nonzero(row) for row in mask])
 
 
+def count_ones(w: torch.Tensor) -> torch.Tensor:
+    """Per-row count of a 2-D tensor of 0/1 values: a float row sum while it is exact
+    (rows shorter than the mantissa), else a count of the nonzero entries."""
+    if w.dtype == torch.bool:
+        return count_true(w)
+    exact = {torch.float64: 2**53, torch.float32: 2**24}.get(w.dtype, 0)
+    if w.shape[1] < exact:
+        return w.sum(dim=1).long()
+    return count_true(w != 0)
+
+
+def _first_per_row(rid: torch.Tensor, quota: torch.Tensor) -> torch.Tensor:
+    """For entries ordered by position with row ids ``rid`` (ascending), True for the
+    first ``quota[row]`` entries of each row: ties are kept by position."""
+    count = torch.bincount(rid, minlength=quota.numel())
+    rank = torch.arange(rid.numel(), device=rid.device) - (torch.cumsum(count, 0) - count)[rid]
+    return rank < quota[rid]
+
+
 def _exact_small(scores: torch.Tensor, k: int) -> torch.Tensor:
     order = torch.sort(scores, dim=1, descending=True, stable=True).indices
     mask = torch.zeros_like(scores, dtype=torch.bool)
@@ -122,16 +141,8 @@ def topk_mask(scores: torch.Tensor, k: int, dtype: torch.dtype = torch.bool) -> 
     buf[size:] = False
     band = buf[:size].view(rows, n)
     torch.le(scores, hi[:, None], out=band)
-    if dtype == torch.bool:
-        c_ge = count_true(out)
-        band &= out
-    else:
-        # a float row sum of 0/1 is exact while the row is shorter than the mantissa
-        exact = dtype == torch.float32 and n < 2**24 or dtype == torch.float64
-        ge = out.bool()
-        c_ge = out.sum(dim=1).long() if exact else count_true(ge)
-        band &= ge
-        del ge
+    c_ge = count_ones(out)
+    band &= out if dtype == torch.bool else out.bool()
     lin = _sparse_nonzero(buf)  # flat positions, ascending (row-major)
     del band, buf
     rid = lin // n if rows > 1 else torch.zeros_like(lin)
@@ -146,13 +157,7 @@ def topk_mask(scores: torch.Tensor, k: int, dtype: torch.dtype = torch.bool) -> 
     quota = need - torch.bincount(rid[keep], minlength=rows)
     tie = (vals == thr).nonzero()[:, 0]
     if tie.numel():
-        t_rid = rid[tie]
-        t_count = torch.bincount(t_rid, minlength=rows)
-        t_rank = (
-            torch.arange(tie.numel(), device=scores.device)
-            - (torch.cumsum(t_count, 0) - t_count)[t_rid]
-        )
-        keep[tie[t_rank < quota[t_rid]]] = True
+        keep[tie[_first_per_row(rid[tie], quota)]] = True
     out.view(-1).index_fill_(0, lin[~keep], 0)
     for r in (~ok).nonzero().flatten().tolist():  # bracket missed (very unlikely): exact
         out[r] = _exact_small(scores[r : r + 1], k)[0]
@@ -169,15 +174,9 @@ def mask_at_threshold(scores: torch.Tensor, thr: torch.Tensor, k: int) -> torch.
         return mask
     mask = scores > thr[:, None]
     quota = k - count_true(mask)
-    tie = (scores == thr[:, None]).nonzero()
-    t_rid = tie[:, 0]
-    t_count = torch.bincount(t_rid, minlength=scores.shape[0])
-    t_rank = (
-        torch.arange(t_rid.numel(), device=scores.device)
-        - (torch.cumsum(t_count, 0) - t_count)[t_rid]
-    )
-    take = t_rank < quota[t_rid]
-    mask[t_rid[take], tie[take, 1]] = True
+    tie = (scores == thr[:, None]).nonzero()  # row-major: positions ascend in each row
+    take = _first_per_row(tie[:, 0], quota)
+    mask[tie[take, 0], tie[take, 1]] = True
     return mask
 
 
