@@ -226,8 +226,11 @@ def test_at_sparsity_reuses_scores_and_matches_fresh(resnet, monkeypatch):
         (small_cnn, 16),
         (lambda: tv("resnet18", num_classes=10), 32),
         (lambda: tv("mobilenet_v2", num_classes=10), 32),
+        # 48 px: at 32 px vgg11's last map is 1x1 and this input puts pre-activations so
+        # close to 0 that float32 itself (the loop included) is 1e-2 off a float64 loop
+        (lambda: tv("vgg11", num_classes=10), 48),
     ],
-    ids=["cnn", "resnet18", "mobilenet_v2"],
+    ids=["cnn", "resnet18", "mobilenet_v2", "vgg11"],
 )
 def test_intgrad_equals_straightforward_loop(factory, size):
     model = factory()
@@ -237,6 +240,62 @@ def test_intgrad_equals_straightforward_loop(factory, size):
     want = ref.intgrad_scores_loop(model, x, e.target, steps=4)
     for a, b in zip(e.scores, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6 * float(b.abs().max()) + 1e-10)
+
+
+def _vgg_like() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(8, 8, 3, padding=1, bias=False),  # reads the site: shortcut, no bias
+        nn.BatchNorm2d(8),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(8, 8, 3, padding=1),  # reads the site: shortcut with bias
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),  # does not commute with alpha = 0's ties: no shortcut
+        nn.Flatten(),
+        nn.Linear(8 * 8 * 8, 32),
+        nn.ReLU(inplace=True),
+        nn.Dropout(0.5),  # identity in eval: the Linear after it reads the site
+        nn.Linear(32, 10),
+    )
+    model[3].running_mean.uniform_(-0.2, 0.2)
+    model[3].running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("foreign_hook", [False, True])
+def test_intgrad_affine_shortcut_is_exact_and_steps_aside_for_foreign_hooks(
+    foreign_hook, monkeypatch
+):
+    from critpath_widgets.engine import affine
+
+    model = _vgg_like()
+    seen: list[int] = []
+    if foreign_hook:  # a user's hook must see the real alpha batch, not our batch-1 input
+        model[5].register_forward_hook(lambda m, a, o: seen.append(a[0].shape[0]))
+    before = ref.model_state(model)
+    taken: set[int] = set()  # indices of the layers that took the shortcut
+    orig = affine.AffineShortcut._post
+
+    def post(self, m, args, out):
+        r = orig(self, m, args, out)
+        if r is not None:
+            taken.add(list(model).index(m))
+        return r
+
+    monkeypatch.setattr(affine.AffineShortcut, "_post", post)
+    x = rand_x(1, 16)
+    ex = PathwayExplainer(model)
+    e = ex.explain(x, method="neuron_intgrad", steps=4)
+    want = ref.intgrad_scores_loop(model, x, e.target, steps=4)
+    for a, b in zip(e.scores, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6 * float(b.abs().max()) + 1e-10)
+    # the layers that read a site directly; a hooked one runs normally
+    assert taken == ({2, 12} if foreign_hook else {2, 5, 12})
+    if foreign_hook:
+        assert 4 in seen  # the hook saw the batch of alphas (4 of them, alpha = 1 aside)
+    ref.assert_same_state(before, ref.model_state(model))
 
 
 def test_intgrad_small_chunks_and_batch_agree(resnet):

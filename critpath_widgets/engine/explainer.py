@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import Cancelled, InputError, InputTypeError, ModelError, OptionError
 from . import memory
+from .affine import AffineShortcut
 from .layout import SiteLayout
 from .replay import PrefixReplay
 from .select import (
@@ -290,6 +291,7 @@ class PathwayExplainer:
         self._protect = False  # set when a model modifies site outputs in place
         self._broadcast_ok: bool | None = None  # neuron_intgrad prefix sharing verified
         self._replay_ok: bool | None = None  # neuron_intgrad prefix replay verified
+        self._broadcast_replay_ok: bool | None = None  # both at once, for one image
 
     # ------------------------------------------------------------------ public API
     def explain(
@@ -611,8 +613,10 @@ class PathwayExplainer:
         """|a * mean over alpha in {0, 1/m, ..., 1} of dy/d(alpha a)|, one site at a time.
 
         alpha = 1 reuses the score pass's gradient. For a single image the layers before
-        the site run once at batch 1 and the alpha-scaled copies broadcast from the site
-        on (verified once per explainer against the full-batch computation).
+        the site are replayed from one cached forward pass at batch 1, the alpha-scaled
+        copies broadcast from the site on, and a convolution or linear layer that reads
+        them runs once at batch 1 (:mod:`.affine`); each shortcut is checked once per
+        explainer against the full-batch computation.
         """
         steps, chunk = int(opts["steps"]), int(opts["batch_size"])
         alphas = torch.arange(steps, dtype=x.dtype, device=x.device) / steps  # 0 .. (m-1)/m
@@ -622,14 +626,18 @@ class PathwayExplainer:
         total = len(acts)
         with contextlib.ExitStack() as stack:
             replay = None
-            if self._replay_ok is not False and not (n == 1 and self._broadcast_ok):
+            if self._replay_ok is not False or (n == 1 and self._broadcast_replay_ok is not False):
                 replay = stack.enter_context(PrefixReplay(self.model, lambda: hooks.count))
                 with torch.no_grad(), replay.recording():
                     self._run(hooks, x, lambda i, name, out: None)
+            shortcut = None
+            if n == 1:
+                ours = [h.id for h in replay._handles] if replay is not None else []
+                shortcut = stack.enter_context(AffineShortcut(self.model, ours))
             # last site first: the one-time checks of the prefix shortcuts then run where
             # they are cheapest (the shortest suffix)
             for done, i in enumerate(reversed(range(total)), start=1):
-                gsum = self._alpha_grad_sum(hooks, x, tgt, i, alphas, chunk, replay)
+                gsum = self._alpha_grad_sum(hooks, x, tgt, i, alphas, chunk, replay, shortcut)
                 gsum += grads[i]
                 torch.mul(acts[i], gsum, out=out_views[i])
                 if progress is not None:
@@ -646,35 +654,50 @@ class PathwayExplainer:
         alphas: torch.Tensor,
         chunk: int,
         replay: PrefixReplay | None,
+        shortcut: AffineShortcut | None = None,
     ) -> torch.Tensor:
         """Sum over alphas of dy/dz at z = alpha * a_site, shaped like the site output.
 
-        Tries the cheapest layout that this model supports (each verified once per
-        explainer against the plain batched pass): batch-1 prefix broadcast, then
-        prefix replay from cached outputs, then the plain batched pass.
+        Tries the cheapest layout that this model supports: for one image, the prefix
+        replayed from cached outputs at batch 1 and broadcast from the site, then the
+        prefix run at batch 1 and broadcast; then prefix replay at the batch size; then
+        the plain batched pass. Each layout is checked once per explainer against the
+        plain pass, on two alphas (enough to catch a layout the model does not support,
+        at a fifth of the cost of all of them).
         """
 
         def attempt(flag: str, **kw: Any) -> torch.Tensor | None:
             try:
-                g = self._alpha_grads(hooks, x, tgt, site, alphas, chunk, **kw)
+                if getattr(self, flag) is None:
+                    probe = alphas[[0, -1]] if alphas.numel() > 2 else alphas
+                    g = self._alpha_grads(hooks, x, tgt, site, probe, chunk, **kw)
+                    ref = self._alpha_grads(hooks, x, tgt, site, probe, chunk)
+                    tol = 1e-6 * float(ref.abs().max()) + 1e-12
+                    setattr(self, flag, bool(torch.allclose(g, ref, rtol=1e-4, atol=tol)))
+                    if not getattr(self, flag):
+                        return None
+                return self._alpha_grads(hooks, x, tgt, site, alphas, chunk, **kw)
             except (ModelError, RuntimeError):
                 setattr(self, flag, False)
                 return None
-            if getattr(self, flag) is None:
-                ref = self._alpha_grads(hooks, x, tgt, site, alphas, chunk)
-                tol = 1e-6 * float(ref.abs().max()) + 1e-12
-                setattr(self, flag, bool(torch.allclose(g, ref, rtol=1e-4, atol=tol)))
-                return g if getattr(self, flag) else ref
-            return g
 
-        if x.shape[0] == 1 and self._broadcast_ok is not False:
-            g = attempt("_broadcast_ok", broadcast=True)
-            if g is not None:
-                return g
-        if replay is not None and self._replay_ok is not False:
-            g = attempt("_replay_ok", replay=replay)
-            if g is not None:
-                return g
+        layouts: list[tuple[str, dict[str, Any]]] = []
+        if x.shape[0] == 1:
+            if replay is not None:
+                layouts.append(
+                    (
+                        "_broadcast_replay_ok",
+                        {"broadcast": True, "replay": replay, "shortcut": shortcut},
+                    )
+                )
+            layouts.append(("_broadcast_ok", {"broadcast": True, "shortcut": shortcut}))
+        if replay is not None:
+            layouts.append(("_replay_ok", {"replay": replay}))
+        for flag, kw in layouts:
+            if getattr(self, flag) is not False:
+                g = attempt(flag, **kw)
+                if g is not None:
+                    return g
         return self._alpha_grads(hooks, x, tgt, site, alphas, chunk)
 
     def _alpha_grads(
@@ -687,6 +710,7 @@ class PathwayExplainer:
         chunk: int,
         broadcast: bool = False,
         replay: PrefixReplay | None = None,
+        shortcut: AffineShortcut | None = None,
     ) -> torch.Tensor:
         """Sum over alphas of dy/dz at z = alpha * a_site, per sample.
 
@@ -694,7 +718,9 @@ class PathwayExplainer:
         site run without recording a graph (only the suffix is differentiated); with
         ``broadcast`` (one image) they even run at batch 1, and the site output turns
         into the batch of alphas, which later layers broadcast against; with
-        ``replay`` the calls that end before the site are not computed at all.
+        ``replay`` the calls that end before the site are not computed at all; with
+        ``shortcut`` (broadcast only) linear layers that read the alpha batch run at
+        batch 1 (:mod:`.affine`).
         """
         n, m = x.shape[0], alphas.numel()
         rows_sample = torch.arange(n, device=x.device).repeat_interleave(m)
@@ -713,13 +739,27 @@ class PathwayExplainer:
                     z = z.contiguous(memory_format=torch.channels_last)
                 z.requires_grad_(True)
                 zs.append(z)
-                return z.clone() if self._protect else z
+                ret = z.clone() if self._protect else z
+                if shortcut is not None and broadcast:
+                    shortcut.arm(ret, out, al)
+                return ret
 
-            replaying = replay.replaying(site, si) if replay else contextlib.nullcontext()
+            rows = si[:1] if broadcast else si
+            replaying = replay.replaying(site, rows) if replay else contextlib.nullcontext()
             with torch.no_grad(), replaying:
                 logits = self._run(hooks, x[:1] if broadcast else x[si], scale, batch=len(si))
             y = logits.gather(1, tgt[si][:, None]).sum()
-            (g,) = torch.autograd.grad(y, zs[0])
+            if shortcut is not None and broadcast and shortcut.used:
+                src = shortcut.source
+                g, g_short = torch.autograd.grad(y, [zs[0], src], allow_unused=True)
+                if g_short is None:
+                    g_short = torch.zeros_like(src)
+                g = g_short if g is None else g.sum(0, keepdim=True).add_(g_short)
+                si = si[:1]  # one image: g is already the sum over its rows
+            else:
+                (g,) = torch.autograd.grad(y, zs[0])
+            if shortcut is not None:
+                shortcut.arm(None, None, None)
             if total is None:
                 total = torch.zeros((n, *g.shape[1:]), dtype=g.dtype, device=g.device)
             total.index_add_(0, si, g)

@@ -1,0 +1,132 @@
+"""Linear layers that read a site's alpha-scaled copies, run once for all of them.
+
+In NeuronIntGrad's broadcast layout (one image) a site's output ``a`` turns into the
+batch ``alpha * a``, one row per alpha. A convolution or linear layer that reads that
+batch directly computes ``W(alpha a) + b = alpha (W a) + b``, so :class:`AffineShortcut`
+runs the layer once on ``a`` (batch 1) and scales its output. NeuronIntGrad only needs
+the gradient with respect to the batch summed over alphas, and through the layer that
+sum is ``W^T (sum over alphas of the output gradient)``: one batch-1 backward instead of
+a batch of them. On VGG16 most sites feed a convolution directly, so this removes a
+convolution forward and backward at the batch size from most suffixes.
+
+Exact by construction for the module types in :data:`LINEAR_TYPES` (exact type, so a
+subclass with its own ``forward`` is left alone) when nothing else hooks the module:
+any other hook would see a batch-1 input and output, so then the layer runs normally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from .sites import HookOwner
+
+#: Layers that are linear in their input plus a bias.
+LINEAR_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+class AffineShortcut(HookOwner):
+    """Hooks on the model's linear layers (inside ``with``): see the module docstring.
+
+    ``arm(z, a, alphas)`` names the batch ``z = alphas * a`` that the site returned; when
+    a layer took the shortcut (:attr:`used`), the gradient of :attr:`source` is the part
+    of the gradient with respect to ``z``, summed over alphas, that went through it.
+    """
+
+    def __init__(self, model: nn.Module, foreign_ok: Iterable[int] = ()):
+        super().__init__()
+        seen = {id(m): m for m in model.modules()}
+        self._modules = [m for m in seen.values() if type(m) in LINEAR_TYPES]
+        self._foreign_ok = set(foreign_ok)  # ids of other hooks of ours that do nothing here
+        self._ours: set[int] = set()
+        self._z: torch.Tensor | None = None
+        self._src: torch.Tensor | None = None
+        self._alphas: torch.Tensor | None = None
+        self._pending: set[int] = set()
+        self.used = False  # a layer took the shortcut in this pass
+
+    def _register(self) -> None:
+        for m in self._modules:
+            self._handles.append(m.register_forward_pre_hook(self._pre, with_kwargs=True))
+            self._handles.append(m.register_forward_hook(self._post))
+        self._ours = {h.id for h in self._handles} | self._foreign_ok
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
+        self.arm(None, None, None)
+
+    def arm(self, z: Any, a: Any, alphas: Any) -> None:
+        """Start a pass in which ``z`` (= alphas * a) is the site's output; None disarms."""
+        self._z = z
+        if a is not None:
+            a = a.detach()
+            if a.dim() == 4:
+                a = a.contiguous(memory_format=torch.channels_last)
+            a.requires_grad_(True)
+        self._src = a
+        self._alphas = alphas
+        self._pending.clear()
+        self.used = False
+
+    def _alone(self, m: nn.Module) -> bool:
+        """Only our own hooks on ``m`` and no global module hooks."""
+        mm = nn.modules.module
+        return (
+            set(m._forward_pre_hooks) <= self._ours
+            and set(m._forward_hooks) <= self._ours
+            and not m._backward_hooks
+            and not getattr(m, "_backward_pre_hooks", None)
+            and not mm._global_forward_pre_hooks
+            and not mm._global_forward_hooks
+            and not mm._global_backward_hooks
+            and not getattr(mm, "_global_backward_pre_hooks", None)
+        )
+
+    def _pre(self, m: nn.Module, args: tuple, kwargs: dict) -> Any:
+        z = self._z
+        if z is None or kwargs or len(args) != 1 or args[0] is not z or not self._alone(m):
+            return None
+        self._pending.add(id(m))
+        return (self._src,), {}
+
+    def _post(self, m: nn.Module, args: tuple, out: Any) -> Any:
+        if id(m) not in self._pending:
+            return None
+        self._pending.discard(id(m))
+        assert self._alphas is not None
+        b = None if m.bias is None else m.bias.detach()
+        if b is not None and not isinstance(m, nn.Linear):  # channels on dim 1
+            b = b.view(-1, *([1] * (out.dim() - 2)))
+        self.used = True
+        return _AlphaBatch.apply(out, self._alphas, b)
+
+    @property
+    def source(self) -> torch.Tensor | None:
+        """The batch-1 leaf the shortcut layers read: its gradient is their part of the
+        gradient with respect to ``z``, summed over alphas."""
+        return self._src
+
+
+class _AlphaBatch(torch.autograd.Function):
+    """``alpha * (o - b) + b`` for every alpha (a batch), from a layer's batch-1 output
+    ``o = W a + b``. Its backward passes on the gradient *summed* over the batch, not
+    weighted by alpha: that sum, taken back through ``W``, is what NeuronIntGrad needs."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, o: torch.Tensor, alphas: torch.Tensor, b: torch.Tensor | None
+    ) -> torch.Tensor:
+        base = o if b is None else o - b
+        al = alphas.view(-1, *([1] * (o.dim() - 1)))
+        v = torch.empty((al.shape[0], *o.shape[1:]), dtype=o.dtype, device=o.device)
+        if o.dim() == 4:  # NHWC batches run faster in oneDNN's convolutions
+            v = v.contiguous(memory_format=torch.channels_last)
+        torch.mul(base, al, out=v)
+        return v if b is None else v.add_(b)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        return g.sum(0, keepdim=True), None, None
