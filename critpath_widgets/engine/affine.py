@@ -119,14 +119,33 @@ class _AlphaBatch(torch.autograd.Function):
     def forward(
         ctx: Any, o: torch.Tensor, alphas: torch.Tensor, b: torch.Tensor | None
     ) -> torch.Tensor:
-        base = o if b is None else o - b
-        al = alphas.view(-1, *([1] * (o.dim() - 1)))
-        v = torch.empty((al.shape[0], *o.shape[1:]), dtype=o.dtype, device=o.device)
-        if o.dim() == 4:  # NHWC batches run faster in oneDNN's convolutions
-            v = v.contiguous(memory_format=torch.channels_last)
-        torch.mul(base, al, out=v)
+        v = alpha_batch(o if b is None else o - b, alphas)
         return v if b is None else v.add_(b)
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        return g.sum(0, keepdim=True), None, None
+        return sum_rows(g), None, None
+
+
+def alpha_batch(a: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+    """``alphas * a`` as a new batch (one row per alpha) from a batch-1 ``a``; NHWC for
+    images, since oneDNN's convolutions run faster on NHWC batches. Written in one pass:
+    scaling an NCHW tensor into an NHWC one costs 5x as much on this CPU."""
+    al = alphas.view(-1, *([1] * (a.dim() - 1)))
+    if a.dim() != 4:
+        return a * al
+    a = a.contiguous(memory_format=torch.channels_last)  # batch 1: cheap
+    z = torch.empty((al.shape[0], *a.shape[1:]), dtype=a.dtype, device=a.device)
+    return torch.mul(a, al, out=z.contiguous(memory_format=torch.channels_last))
+
+
+def sum_rows(g: torch.Tensor) -> torch.Tensor:
+    """``g.sum(0, keepdim=True)``, fast for channels-last batches too: PyTorch sums the
+    batch dimension of such a tensor 20x slower than the same memory permuted to NHWC."""
+    if (
+        g.dim() == 4
+        and not g.is_contiguous()
+        and g.is_contiguous(memory_format=torch.channels_last)
+    ):
+        return g.permute(0, 2, 3, 1).sum(0, keepdim=True).permute(0, 3, 1, 2)
+    return g.sum(0, keepdim=True)

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import Cancelled, InputError, InputTypeError, ModelError, OptionError
 from . import memory
-from .affine import AffineShortcut
+from .affine import AffineShortcut, alpha_batch, sum_rows
 from .layout import SiteLayout
 from .replay import PrefixReplay
 from .select import (
@@ -734,9 +734,12 @@ class PathwayExplainer:
                 if i != site:
                     return None
                 torch.set_grad_enabled(True)  # record from here on; no_grad restores it
-                z = al.view(-1, *([1] * (out.dim() - 1))) * out.detach()
-                if z.dim() == 4:  # oneDNN's convolutions run faster on NHWC batches
-                    z = z.contiguous(memory_format=torch.channels_last)
+                if broadcast:
+                    z = alpha_batch(out.detach(), al)
+                else:
+                    z = al.view(-1, *([1] * (out.dim() - 1))) * out.detach()
+                    if z.dim() == 4:  # oneDNN's convolutions run faster on NHWC batches
+                        z = z.contiguous(memory_format=torch.channels_last)
                 z.requires_grad_(True)
                 zs.append(z)
                 ret = z.clone() if self._protect else z
@@ -754,15 +757,22 @@ class PathwayExplainer:
                 g, g_short = torch.autograd.grad(y, [zs[0], src], allow_unused=True)
                 if g_short is None:
                     g_short = torch.zeros_like(src)
-                g = g_short if g is None else g.sum(0, keepdim=True).add_(g_short)
-                si = si[:1]  # one image: g is already the sum over its rows
+                g = g_short if g is None else sum_rows(g).add_(g_short)
             else:
                 (g,) = torch.autograd.grad(y, zs[0])
+                if broadcast:
+                    g = sum_rows(g)
             if shortcut is not None:
                 shortcut.arm(None, None, None)
             if total is None:
                 total = torch.zeros((n, *g.shape[1:]), dtype=g.dtype, device=g.device)
-            total.index_add_(0, si, g)
+            if broadcast:  # one image: g is already the sum over its rows
+                total += g
+            else:  # rows are grouped by sample: sum each group (index_add_ is slow on NHWC)
+                start = 0
+                for s, k in zip(*torch.unique_consecutive(si, return_counts=True), strict=True):
+                    total[int(s)] += sum_rows(g[start : start + int(k)])[0]
+                    start += int(k)
         assert total is not None
         return total
 
