@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -135,6 +136,13 @@ def main() -> None:
         action="store_true",
         help="also run the loop in float64 to show float32's own error (slow)",
     )
+    p.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="run the model processes with glibc told to keep freed memory "
+        "(MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_/MALLOC_TOP_PAD_): shows how much of "
+        "each time is the kernel handing out fresh pages; the library never sets this",
+    )
     p.add_argument("--one", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.one:
@@ -142,7 +150,17 @@ def main() -> None:
         return
     import torch
 
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {a.device}")
+    env = dict(os.environ)
+    if a.keep_freed_memory:
+        env.update(
+            MALLOC_MMAP_THRESHOLD_=str(2**32),
+            MALLOC_TRIM_THRESHOLD_=str(2**36),
+            MALLOC_TOP_PAD_=str(2**30),
+        )
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {a.device}"
+        + (", glibc keeps freed memory" if a.keep_freed_memory else "")
+    )
     rows = []
     for m in a.models:
         cmd = (
@@ -159,7 +177,9 @@ def main() -> None:
             + (["--no-naive"] if a.no_naive else [])
             + (["--f64"] if a.f64 else [])
         )
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+        out = subprocess.run(
+            cmd, check=True, capture_output=True, text=True, cwd=ROOT, env=env
+        ).stdout
         r = json.loads(out.strip().splitlines()[-1])
         rows.append(r)
         print(json.dumps(r), flush=True)
