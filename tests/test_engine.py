@@ -174,7 +174,23 @@ def test_selection_on_large_rows_with_ties_matches_full_sort():
     s[:, :150_000] = 0.0  # dead neurons: massive ties at zero
     s[1, 200_000:200_100] = 0.5  # a tie block inside the range
     for k in [1, 1000, 123_457, 250_000, 260_000, 399_999]:
-        assert torch.equal(topk_mask(s, k), ref.topk_mask_sort(s, k)), k
+        want = ref.topk_mask_sort(s, k)
+        assert torch.equal(topk_mask(s, k), want), k
+        assert torch.equal(topk_mask(s, k, torch.float32), want.float()), k
+
+
+def test_selection_falls_back_to_an_exact_sort_when_the_sample_bracket_misses(monkeypatch):
+    from critpath_widgets.engine import selection
+
+    g = torch.Generator().manual_seed(1)
+    s = torch.rand(4, 300_000, generator=g)
+    k = 100_000
+    lo, hi = selection._bracket(s, k)
+    # rows 1 and 3 get a bracket that holds too few entries (their k-th value lies below)
+    lo[1], hi[1] = 0.9, 0.95
+    lo[3], hi[3] = 0.1, 0.2
+    monkeypatch.setattr(selection, "_bracket", lambda scores, kk: (lo, hi))
+    assert torch.equal(selection.topk_mask(s, k), ref.topk_mask_sort(s, k))
 
 
 def test_layer_scope_keeps_same_share_per_site(resnet):

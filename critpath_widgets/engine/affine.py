@@ -135,8 +135,13 @@ def alpha_batch(a: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
     if a.dim() != 4:
         return a * al
     a = a.contiguous(memory_format=torch.channels_last)  # batch 1: cheap
-    z = torch.empty((al.shape[0], *a.shape[1:]), dtype=a.dtype, device=a.device)
-    return torch.mul(a, al, out=z.contiguous(memory_format=torch.channels_last))
+    z = torch.empty(
+        (al.shape[0], *a.shape[1:]),
+        dtype=a.dtype,
+        device=a.device,
+        memory_format=torch.channels_last,
+    )
+    return torch.mul(a, al, out=z)
 
 
 def sum_rows(g: torch.Tensor) -> torch.Tensor:

@@ -95,28 +95,6 @@ def _sparse_nonzero(flags: torch.Tensor) -> torch.Tensor:
     return words.index_select(0, r) * 8 + c
 
 
-def _band_thresholds(
-    vals: torch.Tensor, rid: torch.Tensor, c_band: torch.Tensor, need: torch.Tensor
-) -> torch.Tensor:
-    """Per row, the need-th largest of that row's band values (+inf where need is 0)."""
-    rows = c_band.numel()
-    inf = torch.full((rows,), math.inf, dtype=vals.dtype, device=vals.device)
-    kmax = int(need.max()) if need.numel() else 0
-    if kmax <= 0:
-        return inf
-    if rows == 1:
-        m = vals.numel()
-        t = torch.kthvalue(vals, m - int(need[0]) + 1).values
-        return t.reshape(1)
-    first = torch.cumsum(c_band, 0) - c_band
-    col = torch.arange(vals.numel(), device=vals.device) - first[rid]
-    padded = torch.full((rows, int(c_band.max())), -math.inf, dtype=vals.dtype, device=vals.device)
-    padded[rid, col] = vals
-    top = torch.topk(padded, kmax, dim=1, sorted=True).values
-    t = top.gather(1, (need - 1).clamp(min=0)[:, None])[:, 0]
-    return torch.where(need > 0, t, inf)
-
-
 def topk_mask(scores: torch.Tensor, k: int, dtype: torch.dtype = torch.bool) -> torch.Tensor:
     """Mask keeping exactly ``k`` entries per row: largest first, ties by position.
 
@@ -143,24 +121,35 @@ def topk_mask(scores: torch.Tensor, k: int, dtype: torch.dtype = torch.bool) -> 
     torch.le(scores, hi[:, None], out=band)
     c_ge = count_ones(out)
     band &= out if dtype == torch.bool else out.bool()
-    lin = _sparse_nonzero(buf)  # flat positions, ascending (row-major)
+    lin = _sparse_nonzero(buf)  # flat positions, ascending: each row's a contiguous run
     del band, buf
-    rid = lin // n if rows > 1 else torch.zeros_like(lin)
-    c_band = torch.bincount(rid, minlength=rows)
-    need = k - (c_ge - c_band)  # how many band entries each row keeps
-    ok = (need >= 0) & (need <= c_band)
-    need = torch.where(ok, need, 0)
     vals = scores.reshape(-1).index_select(0, lin)
-    thr = _band_thresholds(vals, rid, c_band, need)[rid]
-    keep = vals > thr
-    # ties at the threshold: the first ones by position, up to each row's quota
-    quota = need - torch.bincount(rid[keep], minlength=rows)
-    tie = (vals == thr).nonzero()[:, 0]
-    if tie.numel():
-        keep[tie[_first_per_row(rid[tie], quota)]] = True
-    out.view(-1).index_fill_(0, lin[~keep], 0)
-    for r in (~ok).nonzero().flatten().tolist():  # bracket missed (very unlikely): exact
-        out[r] = _exact_small(scores[r : r + 1], k)[0]
+    bounds = [
+        0,
+        *torch.searchsorted(lin, torch.arange(1, rows, device=lin.device) * n).tolist(),
+        lin.numel(),
+    ]
+    drop = []  # flat positions of band entries that are not kept
+    for r, (c, a, b) in enumerate(zip(c_ge.tolist(), bounds[:-1], bounds[1:], strict=True)):
+        m = b - a
+        need = k - (c - m)  # how many of the row's band entries are kept
+        if not 0 <= need <= m:  # the bracket missed (very unlikely): exact
+            out[r] = _exact_small(scores[r : r + 1], k)[0]
+            continue
+        if need == m:
+            continue
+        seg = vals[a:b]
+        if need == 0:
+            drop.append(lin[a:b])
+            continue
+        thr = torch.kthvalue(seg, m - need + 1).values  # the need-th largest
+        keep = seg > thr
+        # ties at the threshold: the first ones by position, up to the row's quota
+        tie = (seg == thr).nonzero()[:, 0]
+        keep[tie[: need - int(keep.sum())]] = True
+        drop.append(lin[a:b][~keep])
+    if drop:
+        out.view(-1).index_fill_(0, torch.cat(drop), 0)
     return out
 
 
