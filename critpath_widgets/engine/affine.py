@@ -52,7 +52,7 @@ class AffineShortcut(HookOwner):
         for m in self._modules:
             self._handles.append(m.register_forward_pre_hook(self._pre, with_kwargs=True))
             self._handles.append(m.register_forward_hook(self._post))
-        self._ours = {h.id for h in self._handles} | self._foreign_ok
+        self._ours = self.hook_ids | self._foreign_ok
 
     def __exit__(self, *exc: object) -> None:
         super().__exit__(*exc)
@@ -128,13 +128,15 @@ class _AlphaBatch(torch.autograd.Function):
 
 
 def alpha_batch(a: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
-    """``alphas * a`` as a new batch (one row per alpha) from a batch-1 ``a``; NHWC for
-    images, since oneDNN's convolutions run faster on NHWC batches. Written in one pass:
-    scaling an NCHW tensor into an NHWC one costs 5x as much on this CPU."""
+    """``alphas * a`` as a new batch, one row per alpha (``a`` has one row, or one per
+    alpha); NHWC for images, since oneDNN's convolutions run faster on NHWC batches.
+    Written straight into NHWC: for a (10, 64, 224, 224) batch on this CPU, a product
+    made NCHW and then converted took 190-210 ms, this 70-125 ms."""
     al = alphas.view(-1, *([1] * (a.dim() - 1)))
     if a.dim() != 4:
         return a * al
-    a = a.contiguous(memory_format=torch.channels_last)  # batch 1: cheap
+    if a.shape[0] == 1:
+        a = a.contiguous(memory_format=torch.channels_last)  # batch 1: cheap
     z = torch.empty(
         (al.shape[0], *a.shape[1:]),
         dtype=a.dtype,

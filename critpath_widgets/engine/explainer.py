@@ -632,7 +632,7 @@ class PathwayExplainer:
                     self._run(hooks, x, lambda i, name, out: None)
             shortcut = None
             if n == 1:
-                ours = [h.id for h in replay._handles] if replay is not None else []
+                ours = replay.hook_ids if replay is not None else set()
                 shortcut = stack.enter_context(AffineShortcut(self.model, ours))
             # last site first: the one-time checks of the prefix shortcuts then run where
             # they are cheapest (the shortest suffix)
@@ -723,6 +723,7 @@ class PathwayExplainer:
         batch 1 (:mod:`.affine`).
         """
         n, m = x.shape[0], alphas.numel()
+        shortcut = shortcut if broadcast else None
         rows_sample = torch.arange(n, device=x.device).repeat_interleave(m)
         rows_alpha = alphas.repeat(n)
         total: torch.Tensor | None = None
@@ -734,16 +735,11 @@ class PathwayExplainer:
                 if i != site:
                     return None
                 torch.set_grad_enabled(True)  # record from here on; no_grad restores it
-                if broadcast:
-                    z = alpha_batch(out.detach(), al)
-                else:
-                    z = al.view(-1, *([1] * (out.dim() - 1))) * out.detach()
-                    if z.dim() == 4:  # oneDNN's convolutions run faster on NHWC batches
-                        z = z.contiguous(memory_format=torch.channels_last)
+                z = alpha_batch(out.detach(), al)
                 z.requires_grad_(True)
                 zs.append(z)
                 ret = z.clone() if self._protect else z
-                if shortcut is not None and broadcast:
+                if shortcut is not None:
                     shortcut.arm(ret, out, al)
                 return ret
 
@@ -752,7 +748,7 @@ class PathwayExplainer:
             with torch.no_grad(), replaying:
                 logits = self._run(hooks, x[:1] if broadcast else x[si], scale, batch=len(si))
             y = logits.gather(1, tgt[si][:, None]).sum()
-            if shortcut is not None and broadcast and shortcut.used:
+            if shortcut is not None and shortcut.used:
                 src = shortcut.source
                 g, g_short = torch.autograd.grad(y, [zs[0], src], allow_unused=True)
                 if g_short is None:

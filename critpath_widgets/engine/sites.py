@@ -139,6 +139,11 @@ class HookOwner(contextlib.AbstractContextManager):
     def __exit__(self, *exc: object) -> None:
         self._remove()
 
+    @property
+    def hook_ids(self) -> set[int]:
+        """Ids of the hooks this owner has registered (keys in the modules' hook dicts)."""
+        return {h.id for h in self._handles}
+
     def _remove(self) -> None:
         for h in self._handles:
             h.remove()

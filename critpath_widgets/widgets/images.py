@@ -195,15 +195,14 @@ def _high_depth_to_l(image: Image.Image) -> Image.Image:
     arr = np.asarray(image)
     if arr.dtype.kind == "f":
         return Image.fromarray(_float_to_uint8(arr, "The image"), mode="L")
+    arr = arr.astype(np.int64)
+    lo, hi = int(arr.min()), int(arr.max())
+    if image.mode.startswith("I;16") or (lo >= 0 and hi <= 65535 and hi > 255):
+        scaled = arr / 257.0
+    elif lo >= 0 and hi <= 255:
+        scaled = arr.astype(np.float64)
     else:
-        arr = arr.astype(np.int64)
-        lo, hi = int(arr.min()), int(arr.max())
-        if image.mode.startswith("I;16") or (lo >= 0 and hi <= 65535 and hi > 255):
-            scaled = arr / 257.0
-        elif lo >= 0 and hi <= 255:
-            scaled = arr.astype(np.float64)
-        else:
-            scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros(arr.shape)
+        scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros(arr.shape)
     return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
 
 
