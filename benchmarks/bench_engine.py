@@ -37,8 +37,9 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _interleaved(fns: dict, repeats: int) -> dict[str, float]:
-    """Median time of each function, measured in alternation to share any drift."""
+def _interleaved(fns: dict, repeats: int) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Median time of each function, measured in alternation to share any drift; also
+    every round's time of each function over the first one's (paired ratios)."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     for f in fns.values():
         f()  # warm-up
@@ -47,7 +48,15 @@ def _interleaved(fns: dict, repeats: int) -> dict[str, float]:
             t = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+    base = times[next(iter(fns))]
+    paired = {k: [a / b for a, b in zip(v, base, strict=True)] for k, v in times.items()}
+    return {k: statistics.median(v) for k, v in times.items()}, paired
+
+
+def _quartiles(v: list[float]) -> list[float]:
+    """First and third quartile of the paired ratios (the spread the machine's noise gives)."""
+    q = statistics.quantiles(v, n=4, method="inclusive")
+    return [q[0], q[2]]
 
 
 def _max_rel_diff(a, w) -> float:
@@ -85,7 +94,7 @@ def run_one(name: str, repeats: int, naive: bool, device: str, f64: bool = False
         "sites": len(e.site_names),
         "neurons": e.pathway.neurons,
     }
-    t = _interleaved(
+    t, paired = _interleaved(
         {
             "gradient": timed(lambda: ex.gradient(x)),
             "neuron_mct": timed(lambda: ex.explain(x, sparsity=0.7)),
@@ -94,8 +103,9 @@ def run_one(name: str, repeats: int, naive: bool, device: str, f64: bool = False
         repeats,
     )
     res.update({f"t_{k}": v for k, v in t.items()})
+    res["q_neuron_mct"] = _quartiles(paired["neuron_mct"])
     xb = torch.cat([x, x.flip(3), x.flip(2), x.roll(16, 3)] * 2)
-    tb = _interleaved(
+    tb, paired_b = _interleaved(
         {
             "gradient_b8": timed(lambda: ex.gradient(xb)),
             "neuron_mct_b8": timed(lambda: ex.explain(xb, sparsity=0.7)),
@@ -103,6 +113,7 @@ def run_one(name: str, repeats: int, naive: bool, device: str, f64: bool = False
         max(2, repeats // 2),
     )
     res.update({f"t_{k}": v for k, v in tb.items()})
+    res["q_neuron_mct_b8"] = _quartiles(paired_b["neuron_mct_b8"])
     t0 = time.perf_counter()
     ei = ex.explain(x, method="neuron_intgrad", steps=10, sparsity=0.7)
     sync()
@@ -201,6 +212,14 @@ def main() -> None:
             f"{r.get('intgrad_max_rel_diff', float('nan')):11.1e} {r['peak_rss_mb']:8.0f}"
         )
     print("targets: mct/grad <= 2.3, at_sp/grad <= 1.2, b8 mct/grad <= 2.3, naive/ours >= 2")
+    print("spread: each round's explanation time over the gradient time measured beside it")
+    for r in rows:
+        q1, q3 = r["q_neuron_mct"]
+        b1, b3 = r["q_neuron_mct_b8"]
+        print(
+            f"{r['model']:20} mct/grad quartiles {q1:.2f}-{q3:.2f}, "
+            f"b8 mct/grad quartiles {b1:.2f}-{b3:.2f}"
+        )
     for r in rows:
         if "ours_f32_vs_f64" in r:
             print(
