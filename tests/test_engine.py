@@ -760,6 +760,96 @@ def test_in_place_scaling_leaves_users_own_hook_outputs_alone():
     torch.testing.assert_close(e.saliency, g, rtol=1e-4, atol=1e-6 * float(g.abs().max()) + 1e-10)
 
 
+class _GateNet(nn.Module):
+    """Every kind of site the masked pass treats differently: gated (ReLU, ReLU6,
+    Hardtanh with min_val >= 0, on 4-D and 2-D outputs), not gated (Hardtanh below 0,
+    in-place ReLU, LeakyReLU), and an activation whose input is read again afterwards."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.ModuleList(nn.Conv2d(3 if i == 0 else 6, 6, 3, padding=1) for i in range(6))
+        self.relu = nn.ReLU()
+        self.neg_tanh = nn.Hardtanh(-1.0, 1.0)
+        self.pos_tanh = nn.Hardtanh(0.0, 2.0)
+        self.relu6 = nn.ReLU6()
+        self.relu_inplace = nn.ReLU(inplace=True)
+        self.leaky = nn.LeakyReLU(0.1)
+        self.fc1 = nn.Linear(6 * 8 * 8, 16)
+        self.fc_relu = nn.ReLU()
+        self.fc2 = nn.Linear(16, 7)
+
+    def forward(self, x):
+        h = self.c[0](x)
+        x = self.relu(h) + 0.5 * h  # h is read again after the site
+        x = self.neg_tanh(self.c[1](x))
+        x = self.pos_tanh(self.c[2](x))
+        x = self.relu6(self.c[3](x))
+        x = self.relu_inplace(self.c[4](x))
+        x = nn.functional.max_pool2d(self.leaky(self.c[5](x)), 2)
+        return self.fc2(self.fc_relu(self.fc1(x.flatten(1))))
+
+
+def test_masked_gate_is_exact_where_taken_and_steps_aside(monkeypatch):
+    """ReLU and ReLU6 outputs in the masked pass are gated by the masked output instead of
+    multiplied by the mask forward and backward: exactly where that equals autograd on a
+    masked copy, and never where a user's hook could see the difference."""
+    from critpath_widgets.engine import explainer as E
+
+    taken: list[str] = []
+    real_apply = E._MaskedGate.apply
+
+    def counting(x, y, lo, hi):
+        taken.append("relu" if hi is None else f"tanh{lo:g},{hi:g}")
+        return real_apply(x, y, lo, hi)
+
+    monkeypatch.setattr(E._MaskedGate, "apply", counting)
+    torch.manual_seed(0)
+    model = _GateNet().double().eval()
+    x = rand_x(2, 16, dtype=torch.float64)
+    before = ref.model_state(model)
+    ex = PathwayExplainer(model)
+    e = ex.explain(x, sparsity=0.6)
+    assert e.site_names == [
+        "relu",
+        "neg_tanh",
+        "pos_tanh",
+        "relu6",
+        "relu_inplace",
+        "leaky",
+        "fc_relu",
+    ]
+    assert taken == ["relu", "tanh0,2", "tanh0,6", "relu"]
+    for f in (e, e.at_sparsity(0.2), e.at_sparsity(0.95)):
+        g = ref.masked_gradient(model, x, f.target, f.pathway.masks)
+        torch.testing.assert_close(f.saliency, g, rtol=1e-10, atol=1e-12)
+        want = ref.masked_model(model, f.pathway.masks)(x)
+        torch.testing.assert_close(f.pathway_logits, want, rtol=1e-10, atol=1e-12)
+    ref.assert_same_state(before, ref.model_state(model))
+
+    # a user's hook on the ReLU6 sees its real output: that site is not gated
+    taken.clear()
+    seen = []
+    h = model.relu6.register_forward_hook(lambda m, i, o: seen.append((i[0].detach(), o)))
+    try:
+        e2 = ex.explain(x, sparsity=0.6)
+    finally:
+        h.remove()
+    assert taken == ["relu", "tanh0,2", "relu"]
+    for inp, out in seen:
+        assert torch.equal(out.detach(), nn.functional.relu6(inp))
+    torch.testing.assert_close(e2.saliency, e.saliency, rtol=1e-10, atol=1e-12)
+
+    # and a global forward pre-hook turns the gate off everywhere
+    taken.clear()
+    g_h = nn.modules.module.register_module_forward_pre_hook(lambda m, i: None)
+    try:
+        e3 = ex.explain(x, sparsity=0.6)
+    finally:
+        g_h.remove()
+    assert taken == []
+    torch.testing.assert_close(e3.saliency, e.saliency, rtol=1e-10, atol=1e-12)
+
+
 def test_recycled_buffers_are_reused_only_once_free(monkeypatch):
     """A mapping is handed out again only after every tensor and view made from it is
     gone; free ones beyond the idle budget are unmapped."""

@@ -530,11 +530,19 @@ class PathwayExplainer:
         self, hooks: SiteHooks, x: torch.Tensor, tgt: torch.Tensor, masks: list[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward/backward with each site's output multiplied by its 0/1 weights
-        (a product is cheaper than torch.where, forward and backward)."""
+        (a product is cheaper than torch.where, forward and backward). Outputs of ReLU and
+        ReLU6 go through :class:`_MaskedGate` where that is exact, which drops the
+        backward product; not when the model writes into site outputs later."""
         by_name = self._module_by_name
+        protect = self._protect
 
         def apply(i: int, name: str, out: torch.Tensor) -> torch.Tensor:
-            return _scale(out, masks[i], by_name.get(name))
+            module = by_name.get(name)
+            if not protect:
+                gated = _gated_mask(out, masks[i], module, hooks.inputs)
+                if gated is not None:
+                    return gated
+            return _scale(out, masks[i], module)
 
         xg = x.detach().requires_grad_(True)
         logits = self._run(hooks, xg, apply)
@@ -878,6 +886,57 @@ class _Scale(torch.autograd.Function):
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
         (w,) = ctx.saved_tensors
         return torch.mul(g, w, out=memory.empty_like(g)), None
+
+
+class _MaskedGate(torch.autograd.Function):
+    """y = act(x) * w for a ReLU or a Hardtanh with min_val >= 0 (ReLU6), w a constant 0/1
+    mask, as a function of the activation's input x. The backward gates the gradient by
+    y alone, in one pass like the activation's own backward: a removed neuron's output is
+    0, outside the open range where the activation passes gradient, so the gate is
+    already w times the activation's derivative."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, y: torch.Tensor, lo: float, hi: float | None
+    ) -> torch.Tensor:
+        ctx.save_for_backward(y)
+        ctx.lo, ctx.hi = lo, hi
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        (y,) = ctx.saved_tensors
+        if ctx.hi is None:
+            return torch.ops.aten.threshold_backward(g, y, ctx.lo), None, None, None
+        return torch.ops.aten.hardtanh_backward(g, y, ctx.lo, ctx.hi), None, None, None
+
+
+def _gated_mask(
+    out: torch.Tensor, w: torch.Tensor, module: nn.Module | None, inputs: tuple
+) -> torch.Tensor | None:
+    """The masked output through :class:`_MaskedGate` where that is exact, else None."""
+    kind = type(module)
+    if kind is nn.ReLU:
+        lo, hi, node = 0.0, None, "ReluBackward0"
+    elif kind in (nn.ReLU6, nn.Hardtanh) and module.min_val >= 0:
+        lo, hi, node = float(module.min_val), float(module.max_val), "HardtanhBackward0"
+    else:
+        return None
+    x = inputs[0] if inputs else None
+    fn = out.grad_fn
+    if (
+        getattr(module, "inplace", False)
+        or not isinstance(x, torch.Tensor)
+        or x.grad_fn is None
+        or type(fn).__name__ != node
+        or fn.next_functions[0][0] is not x.grad_fn
+        or len(module._forward_hooks) != 1
+        or module._forward_pre_hooks
+        or nn.modules.module._global_forward_hooks
+        or nn.modules.module._global_forward_pre_hooks
+    ):
+        return None
+    return _MaskedGate.apply(x, out.detach().mul_(w), lo, hi)
 
 
 def _scale(out: torch.Tensor, w: torch.Tensor, module: nn.Module | None) -> torch.Tensor:

@@ -167,6 +167,8 @@ class SiteHooks(HookOwner):
         self._count = 0
         self._calls: dict[int, int] = {}
         self.names: list[str] = []
+        #: the positional inputs of the site call being handled (empty outside a handler)
+        self.inputs: tuple = ()
 
     def _register(self) -> None:
         self._thread = threading.get_ident()
@@ -185,7 +187,11 @@ class SiteHooks(HookOwner):
             self._calls[id(module)] = k + 1
             if i == len(self.names):
                 self.names.append(name if k == 0 else f"{name}#{k + 1}")
-            return self._handler(i, name, output)
+            self.inputs = inputs
+            try:
+                return self._handler(i, name, output)
+            finally:
+                self.inputs = ()
 
         return hook
 
