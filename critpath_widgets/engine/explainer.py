@@ -888,6 +888,10 @@ class _Scale(torch.autograd.Function):
         return torch.mul(g, w, out=memory.empty_like(g)), None
 
 
+_THRESHOLD_BACKWARD = torch.ops.aten.threshold_backward.default
+_HARDTANH_BACKWARD = torch.ops.aten.hardtanh_backward.default
+
+
 class _MaskedGate(torch.autograd.Function):
     """y = act(x) * w for a ReLU or a Hardtanh with min_val >= 0 (ReLU6), w a constant 0/1
     mask, as a function of the activation's input x. The backward gates the gradient by
@@ -907,8 +911,8 @@ class _MaskedGate(torch.autograd.Function):
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         (y,) = ctx.saved_tensors
         if ctx.hi is None:
-            return torch.ops.aten.threshold_backward(g, y, ctx.lo), None, None, None
-        return torch.ops.aten.hardtanh_backward(g, y, ctx.lo, ctx.hi), None, None, None
+            return _THRESHOLD_BACKWARD(g, y, ctx.lo), None, None, None
+        return _HARDTANH_BACKWARD(g, y, ctx.lo, ctx.hi), None, None, None
 
 
 def _gated_mask(
