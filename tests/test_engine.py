@@ -493,6 +493,57 @@ def test_explain_works_under_no_grad_and_inference_mode():
 
 
 # ---------------------------------------------------------------- bad input
+class _BranchNet(nn.Module):
+    """Two branches from the input, a site on the input itself, a site whose output the
+    logits never read, and a site reused on the merged branches."""
+
+    def __init__(self):
+        super().__init__()
+        self.a_conv, self.b_conv = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 5, padding=2)
+        self.a_relu, self.b_relu6 = nn.ReLU(), nn.ReLU6()
+        self.in_relu = nn.ReLU()
+        self.dead = nn.LeakyReLU(0.2)
+        self.merge = nn.Conv2d(11, 5, 3, padding=1)
+        self.shared = nn.ReLU()
+        self.fc = nn.Linear(5 * 8 * 8, 6)
+
+    def forward(self, x):
+        a = self.a_relu(self.a_conv(x))
+        b = self.b_relu6(self.b_conv(x))
+        self.dead(a * 2.0)  # computed, never read
+        h = self.shared(self.merge(torch.cat([a, b, self.in_relu(x)], dim=1)))
+        h = self.shared(h) + 0.1 * h  # the shared module called twice
+        return self.fc(nn.functional.max_pool2d(h, 2).flatten(1))
+
+
+def test_scores_of_branches_dead_and_input_sites_match_autograd():
+    """Scores of sites on parallel branches, on the input itself, reused, and never read
+    by the logits (those score 0) equal autograd's on an instrumented copy."""
+    torch.manual_seed(0)
+    model = _BranchNet().double().eval()
+    x = rand_x(2, 16, dtype=torch.float64)
+    e = PathwayExplainer(model).explain(x, sparsity=0.5)
+    assert e.site_names == ["a_relu", "b_relu6", "dead", "in_relu", "shared", "shared#2"]
+
+    # everything against retain_grad on an instrumented copy (the dead site has no grad)
+    m, ctl = ref.instrumented_copy(model)
+    seen: list[torch.Tensor] = []
+
+    def rec(i, a):
+        a.retain_grad()
+        seen.append(a)
+        return a
+
+    out = ref.run(m, ctl, x.clone().requires_grad_(True), rec)
+    out.gather(1, e.target[:, None]).sum().backward()
+    for i, (got, a) in enumerate(zip(e.scores, seen, strict=True)):
+        want = torch.zeros_like(a) if a.grad is None else (a * a.grad).abs()
+        torch.testing.assert_close(got, want.detach(), rtol=1e-10, atol=1e-12, msg=f"site {i}")
+    assert float(e.scores[2].abs().sum()) == 0.0 and float(e.scores[0].sum()) > 0
+    g = ref.masked_gradient(model, x, e.target, e.pathway.masks)
+    torch.testing.assert_close(e.saliency, g, rtol=1e-10, atol=1e-12)
+
+
 def test_model_without_sites_names_what_it_found():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU(), nn.Flatten(), nn.LazyLinear(3))
     with pytest.raises(ModelError, match="GELU") as ei:
