@@ -29,15 +29,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def _interleaved(fns: dict, repeats: int) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Median time of each function, measured in alternation to share any drift; also
     every round's time of each function over the first one's (paired ratios)."""
@@ -137,34 +128,33 @@ def run_one(name: str, repeats: int, naive: bool, device: str, f64: bool = False
     return res
 
 
-def _median_run(runs: list[dict]) -> dict:
-    """One row from several processes' results: each time replaced so that every ratio the
-    table prints is the median over the processes of that ratio."""
-    if len(runs) == 1:
-        return runs[0]
-    r = dict(runs[0])
+def _ratios(r: dict) -> dict[str, float]:
+    """The ratios the table prints, from one process's times."""
+    g = r["t_gradient"]
+    naive = r.get("t_intgrad_naive")
+    return {
+        "mct": r["t_neuron_mct"] / g,
+        "at_sp": r["t_at_sparsity"] / g,
+        "b8": r["t_neuron_mct_b8"] / r["t_gradient_b8"],
+        "intgrad": r["t_intgrad"] / g,
+        "naive": naive / r["t_intgrad"] if naive else float("nan"),
+    }
+
+
+def _row(runs: list[dict]) -> dict:
+    """One table row from one or several processes' results: the median over them of the
+    gradient time, of every ratio and of the quartiles; every process's NeuronMCT ratios."""
     med = statistics.median
-
-    def ratio(num: str, den: str) -> float:
-        return med(x[num] / x[den] for x in runs)
-
-    g = med(x["t_gradient"] for x in runs)
-    gb = med(x["t_gradient_b8"] for x in runs)
-    r["t_gradient"], r["t_gradient_b8"] = g, gb
-    r["t_neuron_mct"] = ratio("t_neuron_mct", "t_gradient") * g
-    r["t_at_sparsity"] = ratio("t_at_sparsity", "t_gradient") * g
-    r["t_intgrad"] = ratio("t_intgrad", "t_gradient") * g
-    r["t_neuron_mct_b8"] = ratio("t_neuron_mct_b8", "t_gradient_b8") * gb
-    if all("t_intgrad_naive" in x for x in runs):
-        r["t_intgrad_naive"] = ratio("t_intgrad_naive", "t_intgrad") * r["t_intgrad"]
-    for q in ("q_neuron_mct", "q_neuron_mct_b8"):
-        r[q] = [med(x[q][0] for x in runs), med(x[q][1] for x in runs)]
-    r["peak_rss_mb"] = max(x["peak_rss_mb"] for x in runs)
-    r["per_process"] = [
-        (x["t_neuron_mct"] / x["t_gradient"], x["t_neuron_mct_b8"] / x["t_gradient_b8"])
-        for x in runs
-    ]
-    return r
+    per = [_ratios(x) for x in runs]
+    return {
+        **runs[0],
+        "t_gradient": med(x["t_gradient"] for x in runs),
+        "ratios": {k: med(p[k] for p in per) for k in per[0]},
+        "q_neuron_mct": [med(x["q_neuron_mct"][j] for x in runs) for j in (0, 1)],
+        "q_neuron_mct_b8": [med(x["q_neuron_mct_b8"][j] for x in runs) for j in (0, 1)],
+        "peak_rss_mb": max(x["peak_rss_mb"] for x in runs),
+        "per_process": [(p["mct"], p["b8"]) for p in per],
+    }
 
 
 def main() -> None:
@@ -234,7 +224,7 @@ def main() -> None:
             ).stdout
             runs.append(json.loads(out.strip().splitlines()[-1]))
             print(json.dumps(runs[-1]), flush=True)
-        rows.append(_median_run(runs))
+        rows.append(_row(runs))
     print()
     hdr = (
         f"{'model':20} {'sites':>5} {'neurons':>10} {'grad ms':>8} {'mct/grad':>8} "
@@ -243,13 +233,11 @@ def main() -> None:
     )
     print(hdr)
     for r in rows:
-        g = r["t_gradient"]
-        naive = r.get("t_intgrad_naive")
+        q = r["ratios"]
         print(
-            f"{r['model']:20} {r['sites']:5d} {r['neurons']:10d} {g * 1000:8.1f} "
-            f"{r['t_neuron_mct'] / g:8.2f} {r['t_at_sparsity'] / g:10.2f} "
-            f"{r['t_neuron_mct_b8'] / r['t_gradient_b8']:11.2f} {r['t_intgrad'] / g:12.1f} "
-            f"{(naive / r['t_intgrad']) if naive else float('nan'):10.2f} "
+            f"{r['model']:20} {r['sites']:5d} {r['neurons']:10d} {r['t_gradient'] * 1000:8.1f} "
+            f"{q['mct']:8.2f} {q['at_sp']:10.2f} {q['b8']:11.2f} {q['intgrad']:12.1f} "
+            f"{q['naive']:10.2f} "
             f"{r.get('intgrad_max_rel_diff', float('nan')):11.1e} {r['peak_rss_mb']:8.0f}"
         )
     print("targets: mct/grad <= 2.3, at_sp/grad <= 1.2, b8 mct/grad <= 2.3, naive/ours >= 2")

@@ -534,15 +534,10 @@ class PathwayExplainer:
         ReLU6 go through :class:`_MaskedGate` where that is exact, which drops the
         backward product; not when the model writes into site outputs later."""
         by_name = self._module_by_name
-        protect = self._protect
+        gate = not self._protect  # the gate keeps the masked output for its backward
 
         def apply(i: int, name: str, out: torch.Tensor) -> torch.Tensor:
-            module = by_name.get(name)
-            if not protect:
-                gated = _gated_mask(out, masks[i], module, hooks.inputs)
-                if gated is not None:
-                    return gated
-            return _scale(out, masks[i], module)
+            return _scale(out, masks[i], by_name.get(name), hooks.inputs, gate)
 
         xg = x.detach().requires_grad_(True)
         logits = self._run(hooks, xg, apply)
@@ -934,25 +929,41 @@ def _gated_mask(
         or x.grad_fn is None
         or type(fn).__name__ != node
         or fn.next_functions[0][0] is not x.grad_fn
-        or len(module._forward_hooks) != 1
+        or not _output_unseen(module)
         or module._forward_pre_hooks
-        or nn.modules.module._global_forward_hooks
         or nn.modules.module._global_forward_pre_hooks
     ):
         return None
     return _MaskedGate.apply(x, out.detach().mul_(w), lo, hi)
 
 
-def _scale(out: torch.Tensor, w: torch.Tensor, module: nn.Module | None) -> torch.Tensor:
-    """A site's output times its 0/1 weights, in place where autograd allows it (the
-    activation kept its input and nobody else has seen the output: no other hooks)."""
+def _output_unseen(module: nn.Module) -> bool:
+    """No forward hook but ours on the site module, and no global one: nobody else has
+    seen its output, so it may be changed in place."""
+    return len(module._forward_hooks) == 1 and not nn.modules.module._global_forward_hooks
+
+
+def _scale(
+    out: torch.Tensor,
+    w: torch.Tensor,
+    module: nn.Module | None,
+    inputs: tuple = (),
+    gate: bool = False,
+) -> torch.Tensor:
+    """A site's output times its 0/1 weights, the cheapest exact way: with ``gate``, a
+    ReLU/ReLU6 output through :class:`_MaskedGate` (``inputs`` are the site call's);
+    else in place where autograd allows it (the activation kept its input and nobody
+    else has seen the output); else into recycled buffers or a plain product."""
+    if gate:
+        gated = _gated_mask(out, w, module, inputs)
+        if gated is not None:
+            return gated
     kind = type(module)
     if (
         kind in _KEEPS_INPUT
         and type(out.grad_fn).__name__ == _KEEPS_INPUT[kind]
         and not getattr(module, "inplace", False)
-        and len(module._forward_hooks) == 1
-        and not nn.modules.module._global_forward_hooks
+        and _output_unseen(module)
     ):
         return out.mul_(w)
     if out.is_contiguous() and out.numel() * out.element_size() >= memory.RECYCLE_BYTES:
