@@ -76,6 +76,9 @@ def test_mct_scores_and_pathway_gradient_match_masked_copy(factory, size):
     x = rand_x(2, size)
     ex = PathwayExplainer(model)
     e = ex.explain(x, sparsity=0.6)
+    # every site lies on the path from the logit to the first one: the scores were
+    # computed inside the backward, by hooks on the site outputs
+    assert ex._scores_in_backward is True
     tgt = e.target
     ref_scores = ref.mct_scores(model, x, tgt)
     assert len(ref_scores) == len(e.scores)
@@ -522,7 +525,13 @@ def test_scores_of_branches_dead_and_input_sites_match_autograd():
     torch.manual_seed(0)
     model = _BranchNet().double().eval()
     x = rand_x(2, 16, dtype=torch.float64)
-    e = PathwayExplainer(model).explain(x, sparsity=0.5)
+    ex = PathwayExplainer(model)
+    first = ex.explain(x, sparsity=0.5)
+    # b_relu6 is not upstream of the first site a_relu: the backward to it leaves that
+    # gradient out, so the pass is redone with captured gradients, and from then on
+    assert ex._scores_in_backward is False
+    e = ex.explain(x, sparsity=0.5)
+    assert all(torch.equal(a, b) for a, b in zip(first.scores, e.scores, strict=True))
     assert e.site_names == ["a_relu", "b_relu6", "dead", "in_relu", "shared", "shared#2"]
 
     # everything against retain_grad on an instrumented copy (the dead site has no grad)

@@ -292,6 +292,9 @@ class PathwayExplainer:
         self._broadcast_ok: bool | None = None  # neuron_intgrad prefix sharing verified
         self._replay_ok: bool | None = None  # neuron_intgrad prefix replay verified
         self._broadcast_replay_ok: bool | None = None  # both at once, for one image
+        # False once a score pass found a site whose gradient a backward to the first
+        # site does not compute: scores are then taken from captured gradients
+        self._scores_in_backward: bool | None = None
 
     # ------------------------------------------------------------------ public API
     def explain(
@@ -320,9 +323,9 @@ class PathwayExplainer:
         progress = _progress_fn(opts["progress"], method)
         try:
             with self._session() as hooks:
-                logits, acts, grads, tgt = self._score_pass(hooks, x, target)
-                layout = SiteLayout.from_tensors(acts)
-                contrib = _contributions(acts, grads, layout)
+                logits, acts, grads, tgt, layout, contrib = self._score_pass(
+                    hooks, x, target, keep_grads=method == "neuron_intgrad"
+                )
                 names = list(hooks.names)
                 if method == "neuron_mct":
                     flat = contrib
@@ -500,9 +503,47 @@ class PathwayExplainer:
         return logits
 
     def _score_pass(
-        self, hooks: SiteHooks, x: torch.Tensor, target: Any
-    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
-        """Forward with every neuron on; returns logits, site outputs a, dy/da, targets."""
+        self, hooks: SiteHooks, x: torch.Tensor, target: Any, keep_grads: bool = False
+    ) -> tuple[
+        torch.Tensor,
+        list[torch.Tensor] | None,
+        list[torch.Tensor] | None,
+        torch.Tensor,
+        SiteLayout,
+        torch.Tensor,
+    ]:
+        """Forward with every neuron on, then one backward for NeuronMCT |a * dy/da|.
+
+        Returns logits, site outputs a and dy/da (both only with ``keep_grads``), targets,
+        the layout and the flat scores. Without ``keep_grads`` the scores are computed
+        inside the backward (:func:`_scores_in_backward`), which frees each site's output
+        and gradient as soon as its score is written, as a plain gradient would.
+        """
+        while True:
+            logits, acts = self._recorded_forward(hooks, x)
+            tgt = self._resolve_target(target, logits)
+            y = logits.gather(1, tgt[:, None]).sum()
+            layout = SiteLayout.from_tensors(acts)
+            if keep_grads or self._scores_in_backward is False:
+                break
+            contrib = _scores_in_backward(y, acts, layout)  # empties acts
+            self._scores_in_backward = contrib is not None
+            if contrib is not None:
+                return logits.detach(), None, None, tgt, layout, contrib
+            # the backward is spent: score again from captured gradients, forward included
+        grads = torch.autograd.grad(y, acts, allow_unused=True)
+        grads = [torch.zeros_like(a) if g is None else g for a, g in zip(acts, grads, strict=True)]
+        acts = [a.detach() for a in acts]
+        contrib = _contributions(acts, grads, layout)
+        if not keep_grads:
+            return logits.detach(), None, None, tgt, layout, contrib
+        return logits.detach(), acts, grads, tgt, layout, contrib
+
+    def _recorded_forward(
+        self, hooks: SiteHooks, x: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Forward with every neuron on, keeping each site's output in the graph; copies
+        of them when the model writes into site outputs later (found out and re-run)."""
         for _attempt in range(2):
             acts: list[torch.Tensor] = []
             versions: list[int] = []
@@ -520,11 +561,7 @@ class PathwayExplainer:
             if protect or all(a._version == v for a, v in zip(acts, versions, strict=True)):
                 break
             self._protect = True  # a later op wrote into a site output: record copies
-        tgt = self._resolve_target(target, logits)
-        y = logits.gather(1, tgt[:, None]).sum()
-        grads = torch.autograd.grad(y, acts, allow_unused=True)
-        grads = [torch.zeros_like(a) if g is None else g for a, g in zip(acts, grads, strict=True)]
-        return logits.detach(), [a.detach() for a in acts], grads, tgt
+        return logits, acts
 
     def _masked_pass(
         self, hooks: SiteHooks, x: torch.Tensor, tgt: torch.Tensor, masks: list[torch.Tensor]
@@ -969,6 +1006,50 @@ def _scale(
     if out.is_contiguous() and out.numel() * out.element_size() >= memory.RECYCLE_BYTES:
         return _Scale.apply(out, w)
     return out * w
+
+
+def _scores_in_backward(
+    y: torch.Tensor, acts: list[torch.Tensor], layout: SiteLayout
+) -> torch.Tensor | None:
+    """NeuronMCT |a * dy/da| of every site, each computed by a hook on the site's output
+    as soon as the backward reaches it, into one flat (N, total) buffer.
+
+    Capturing every site's gradient would hold all of them, and every site output, until
+    the end of the pass. Here ``acts`` is emptied and each hook drops its site's output
+    once used, so the pass needs no more memory than a plain gradient (fresh memory costs
+    a page fault per 4 KiB). The backward runs down to the first site only. A hook that
+    never fires means a site off the path from the logit to the first site (its gradient
+    was not computed): None is returned then, and the caller scores from captured
+    gradients.
+    """
+    if not all(a.requires_grad for a in acts):
+        return None
+    n = acts[0].shape[0]
+    flat = memory.empty((n, layout.total), acts[0].dtype, acts[0].device)
+    views = layout.views(flat)
+    held: list[torch.Tensor | None] = [a.detach() for a in acts]
+    first = acts[0]
+    fired = [0]
+
+    def hook(i: int) -> Callable[[torch.Tensor], None]:
+        def h(g: torch.Tensor) -> None:
+            a, held[i] = held[i], None
+            torch.mul(a, g, out=views[i]).abs_()
+            fired[0] += 1
+
+        return h
+
+    handles = [a.register_hook(hook(i)) for i, a in enumerate(acts) if i > 0]
+    acts.clear()
+    try:
+        (g0,) = torch.autograd.grad(y, first, allow_unused=True)
+    finally:
+        for h in handles:
+            h.remove()
+    if g0 is None or fired[0] != len(views) - 1:
+        return None
+    torch.mul(held[0], g0, out=views[0]).abs_()
+    return flat
 
 
 def _contributions(
