@@ -169,17 +169,20 @@ def test_global_scope_keeps_exactly_the_top_scores(resnet, sparsity):
     assert torch.equal(e.pathway.flat, ref.topk_mask_sort(flat, k))
 
 
-def test_selection_on_large_rows_with_ties_matches_full_sort():
-    from critpath_widgets.engine.selection import topk_mask
+def test_selection_on_large_rows_with_ties_matches_full_sort(monkeypatch):
+    from critpath_widgets.engine import selection
 
     g = torch.Generator().manual_seed(0)
-    s = torch.rand(3, 400_000, generator=g) ** 3
-    s[:, :150_000] = 0.0  # dead neurons: massive ties at zero
+    s = torch.rand(4, 400_000, generator=g) ** 3
+    s[:3, :150_000] = 0.0  # dead neurons: massive ties at zero
     s[1, 200_000:200_100] = 0.5  # a tie block inside the range
+    s[3, 50_000:250_000] = 0.25  # a massive tie above zero
+    # ties at the threshold are resolved by position without the exact sort
+    monkeypatch.setattr(selection, "_exact_small", lambda *a: pytest.fail("exact sort used"))
     for k in [1, 1000, 123_457, 250_000, 260_000, 399_999]:
         want = ref.topk_mask_sort(s, k)
-        assert torch.equal(topk_mask(s, k), want), k
-        assert torch.equal(topk_mask(s, k, torch.float32), want.float()), k
+        assert torch.equal(selection.topk_mask(s, k), want), k
+        assert torch.equal(selection.topk_mask(s, k, torch.float32), want.float()), k
 
 
 def test_selection_falls_back_to_an_exact_sort_when_the_sample_bracket_misses(monkeypatch):

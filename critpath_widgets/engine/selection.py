@@ -112,17 +112,19 @@ def topk_mask(scores: torch.Tensor, k: int, dtype: torch.dtype = torch.bool) -> 
         return _exact_small(scores, k).to(dtype)
     lo, hi = _bracket(scores, k)
     out = memory.empty(scores.shape, dtype, scores.device)
-    torch.ge(scores, lo[:, None], out=out)  # everything that may be kept
-    # lo <= s <= hi: the undecided entries, in a buffer padded to whole 8-byte words
+    # everything above the bracket's floor; the floor's own value is left out so that
+    # a mass of ties there (dead neurons scoring 0) never enters the band below
+    torch.gt(scores, lo[:, None], out=out)
+    # lo < s <= hi: the undecided entries, in a buffer padded to whole 8-byte words
     size = rows * n
     buf = memory.empty((-(-size // 8) * 8,), torch.bool, scores.device)
     buf[size:] = False
     band = buf[:size].view(rows, n)
     torch.le(scores, hi[:, None], out=band)
-    c_ge = count_ones(out)
+    c_gt = count_ones(out)
     band &= out if dtype == torch.bool else out.bool()
     lin = _sparse_nonzero(buf)  # flat positions, ascending: each row's a contiguous run
-    del band, buf
+    del band
     vals = scores.reshape(-1).index_select(0, lin)
     bounds = [
         0,
@@ -130,9 +132,15 @@ def topk_mask(scores: torch.Tensor, k: int, dtype: torch.dtype = torch.bool) -> 
         lin.numel(),
     ]
     drop = []  # flat positions of band entries that are not kept
-    for r, (c, a, b) in enumerate(zip(c_ge.tolist(), bounds[:-1], bounds[1:], strict=True)):
+    for r, (c, a, b) in enumerate(zip(c_gt.tolist(), bounds[:-1], bounds[1:], strict=True)):
         m = b - a
         need = k - (c - m)  # how many of the row's band entries are kept
+        if need > m:  # the k-th largest is lo itself: all of out, then lo's first ties
+            ties = torch.eq(scores[r], lo[r], out=buf[:n])
+            cut = _cut_after(ties, _block_counts(ties[None])[0], k - c)
+            if cut is not None:
+                torch.ge(scores[r, :cut], lo[r], out=out[r, :cut])
+                continue
         if not 0 <= need <= m:  # the bracket missed (very unlikely): exact
             out[r] = _exact_small(scores[r : r + 1], k)[0]
             continue
@@ -148,9 +156,36 @@ def topk_mask(scores: torch.Tensor, k: int, dtype: torch.dtype = torch.bool) -> 
         tie = (seg == thr).nonzero()[:, 0]
         keep[tie[: need - int(keep.sum())]] = True
         drop.append(lin[a:b][~keep])
+    del buf
     if drop:
         out.view(-1).index_fill_(0, torch.cat(drop), 0)
     return out
+
+
+_BLOCK = 4096
+
+
+def _block_counts(flags: torch.Tensor) -> torch.Tensor:
+    """Running count of the True entries of each row of a 2-D bool tensor, block by block
+    of :data:`_BLOCK` entries (rows, blocks): the n-th True is then found by a search."""
+    rows, n = flags.shape
+    nb = -(-n // _BLOCK)
+    padded = torch.zeros(rows, nb * _BLOCK, dtype=torch.uint8, device=flags.device)
+    padded[:, :n] = flags.view(torch.uint8)
+    per_block = padded.view(rows, nb, _BLOCK).sum(dim=2, dtype=torch.int32)
+    return torch.cumsum(per_block, dim=1).long()
+
+
+def _cut_after(flags: torch.Tensor, counts: torch.Tensor, q: int) -> int | None:
+    """Position just after the q-th True entry (q >= 1) of a 1-D bool tensor, given its
+    :func:`_block_counts`; None when it has fewer than q."""
+    if int(counts[-1]) < q:
+        return None
+    b = int(torch.searchsorted(counts, q))  # the first block whose running count reaches q
+    before = int(counts[b - 1]) if b > 0 else 0
+    start = b * _BLOCK
+    inside = flags[start : start + _BLOCK].nonzero()[:, 0]
+    return start + int(inside[q - before - 1]) + 1
 
 
 def mask_at_threshold(scores: torch.Tensor, thr: torch.Tensor, k: int) -> torch.Tensor:
@@ -233,35 +268,21 @@ class Ranking:
                 return torch.ge(part, tk.view(self.scores.dtype)[:, None], out=out)
         return self.mask(k, start, stop).to(part.dtype)
 
-    _BLOCK = 4096
-
     def _mask_with_zero_ties(self, k: int, start: int, stop: int | None) -> torch.Tensor:
         """Threshold 0, the smallest score (dead neurons): all positive scores are kept,
         plus the first zeros by position. The zeros' block counts are computed once, so
         the cut after the quota-th zero is found by a search, not a scan."""
         key = ("zeros", start, stop)
         if key not in self.cache:
-            part = self.scores[:, start:stop]
-            pos = part > 0
+            pos = self.scores[:, start:stop] > 0
             zero = ~pos
-            rows, n = zero.shape
-            nb = -(-n // self._BLOCK)
-            padded = torch.zeros(rows, nb * self._BLOCK, dtype=torch.uint8, device=zero.device)
-            padded[:, :n] = zero.view(torch.uint8)
-            per_block = padded.view(rows, nb, self._BLOCK).sum(dim=2, dtype=torch.int32)
-            self.cache[key] = (pos, zero, torch.cumsum(per_block, dim=1).long())
-        pos, zero, cum = self.cache[key]
+            self.cache[key] = (pos, zero, _block_counts(zero))
+        pos, zero, counts = self.cache[key]
         mask = pos.clone()
         quota = k - count_true(pos)
         for r, q in enumerate(quota.tolist()):  # one search per row, no per-element work
-            if q <= 0:
-                continue
-            b = int(torch.searchsorted(cum[r], q))
-            before = int(cum[r, b - 1]) if b > 0 else 0
-            lo = b * self._BLOCK
-            inside = zero[r, lo : lo + self._BLOCK].nonzero()[:, 0]
-            cut = lo + int(inside[q - before - 1]) + 1
-            mask[r, :cut] = True  # below the cut: positive scores and the first q zeros
+            if q > 0:  # below the cut: positive scores and the first q zeros
+                mask[r, : _cut_after(zero[r], counts[r], q)] = True
         return mask
 
 
