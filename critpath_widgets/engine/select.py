@@ -98,7 +98,7 @@ def select(
     out = memory.empty_like(flat)
     for i, (o, size) in enumerate(zip(layout.offsets, layout.sizes, strict=True)):
         k = keep_count(size, sparsity)
-        w = ranking.weights(k, o, o + size) if fast else topk_mask(layout.slice(flat, i), k)
+        w = ranking.weights(k, o, o + size) if fast else topk_mask(layout.slice(flat, i), k, dtype)
         layout.slice(out, i).copy_(w)
     return out
 

@@ -15,7 +15,10 @@ import torch
 
 from . import memory
 
+#: largest sample of a row that brackets its k-th value; smaller rows sample 1/16 of it
 _SAMPLE = 65536
+#: rows whose sample would be smaller than this are selected exactly (kthvalue)
+_MIN_SAMPLE = 1024
 _SEED = 0x5EED
 
 
@@ -37,32 +40,31 @@ def count_ones(w: torch.Tensor) -> torch.Tensor:
     return count_true(w != 0)
 
 
-def _first_per_row(rid: torch.Tensor, quota: torch.Tensor) -> torch.Tensor:
-    """For entries ordered by position with row ids ``rid`` (ascending), True for the
-    first ``quota[row]`` entries of each row: ties are kept by position."""
-    count = torch.bincount(rid, minlength=quota.numel())
-    rank = torch.arange(rid.numel(), device=rid.device) - (torch.cumsum(count, 0) - count)[rid]
-    return rank < quota[rid]
-
-
 def _exact_small(scores: torch.Tensor, k: int) -> torch.Tensor:
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
-    mask = torch.zeros_like(scores, dtype=torch.bool)
-    return mask.scatter_(1, order[:, :k], True)
+    """Exact top-k of each row from its k-th largest value (a selection, not a sort)."""
+    thr = torch.kthvalue(scores, scores.shape[1] - k + 1, dim=1).values
+    return mask_at_threshold(scores, thr, k)
 
 
-_SAMPLE_INDEX: dict[tuple[int, str], torch.Tensor] = {}
+def _sample_size(n: int) -> int:
+    """Sample size for a row of n: the larger the sample, the narrower the bracket, but
+    two selections over the sample cost about as much as one over n/16 entries."""
+    return min(_SAMPLE, n // 16)
 
 
-def _sample_index(n: int, device: torch.device) -> torch.Tensor:
-    """A fixed random sample of column positions, sorted (a sorted gather streams through
-    memory; a random-order one misses the cache at every element). Cached per (n, device)."""
-    key = (n, str(device))
+_SAMPLE_INDEX: dict[tuple[int, int, str], torch.Tensor] = {}
+
+
+def _sample_index(n: int, size: int, device: torch.device) -> torch.Tensor:
+    """A fixed random sample of ``size`` column positions out of n, sorted (a sorted
+    gather streams through memory; a random-order one misses the cache at every element).
+    Cached per (n, size, device)."""
+    key = (n, size, str(device))
     idx = _SAMPLE_INDEX.get(key)
     if idx is None:
         g = torch.Generator(device="cpu").manual_seed(_SEED)
-        idx = torch.randint(0, n, (_SAMPLE,), generator=g).sort().values.to(device)
-        if len(_SAMPLE_INDEX) >= 16:
+        idx = torch.randint(0, n, (size,), generator=g).sort().values.to(device)
+        if len(_SAMPLE_INDEX) >= 64:
             _SAMPLE_INDEX.clear()
         _SAMPLE_INDEX[key] = idx
     return idx
@@ -71,18 +73,19 @@ def _sample_index(n: int, device: torch.device) -> torch.Tensor:
 def _bracket(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row (lo, hi) that very likely enclose the k-th largest value."""
     rows, n = scores.shape
-    sample = scores.index_select(1, _sample_index(n, scores.device))
+    size = _sample_size(n)
+    sample = scores.index_select(1, _sample_index(n, size, scores.device))
     p = k / n
-    r = p * _SAMPLE
-    d = 4.0 * math.sqrt(_SAMPLE * p * (1 - p)) + 8
+    r = p * size
+    d = 4.0 * math.sqrt(size * p * (1 - p)) + 8
     i_hi, i_lo = math.floor(r - d), math.ceil(r + d)  # ranks from the top, 0-based
 
     def kth_largest(i: int) -> torch.Tensor:
-        return torch.kthvalue(sample, _SAMPLE - i, dim=1).values
+        return torch.kthvalue(sample, size - i, dim=1).values
 
     inf = torch.full((rows,), math.inf, dtype=scores.dtype, device=scores.device)
     hi = kth_largest(i_hi) if i_hi >= 0 else inf
-    lo = kth_largest(i_lo) if i_lo < _SAMPLE else -inf
+    lo = kth_largest(i_lo) if i_lo < size else -inf
     return lo, hi
 
 
@@ -108,7 +111,7 @@ def topk_mask(scores: torch.Tensor, k: int, dtype: torch.dtype = torch.bool) -> 
         return torch.ones_like(scores, dtype=dtype)
     if k <= 0:
         return torch.zeros_like(scores, dtype=dtype)
-    if n <= 4 * _SAMPLE:
+    if _sample_size(n) < _MIN_SAMPLE:
         return _exact_small(scores, k).to(dtype)
     lo, hi = _bracket(scores, k)
     out = memory.empty(scores.shape, dtype, scores.device)
@@ -197,10 +200,11 @@ def mask_at_threshold(scores: torch.Tensor, thr: torch.Tensor, k: int) -> torch.
     if bool((count_true(mask) == k).all()):
         return mask
     mask = scores > thr[:, None]
-    quota = k - count_true(mask)
-    tie = (scores == thr[:, None]).nonzero()  # row-major: positions ascend in each row
-    take = _first_per_row(tie[:, 0], quota)
-    mask[tie[take, 0], tie[take, 1]] = True
+    for r, q in enumerate((k - count_true(mask)).tolist()):
+        if q > 0:  # the row's first q ties, by position: a compare up to the cut after them
+            ties = scores[r] == thr[r]
+            cut = _cut_after(ties, _block_counts(ties[None])[0], q)
+            torch.ge(scores[r, :cut], thr[r], out=mask[r, :cut])
     return mask
 
 
