@@ -6,11 +6,12 @@
 
 For each model (224x224, batch 1; random weights for torchvision models, which are
 offline here, the real weights for efficientnet_lite0) it prints the median time of
-the plain input gradient, NeuronMCT + pathway gradient, ``at_sparsity`` from cached
-scores, the batch-of-8 ratio, and NeuronIntGrad (steps=10) against the straightforward
-loop of one forward/backward per site and alpha (tests/reference.py), with the largest
-score difference between the two. Each model runs in its own process so that the
-peak resident memory printed is that model's.
+the plain input gradient, NeuronMCT + pathway gradient (also at sparsity 0.3 and
+with scope="layer"), ``at_sparsity`` from cached scores, the batch-of-8 ratio, and
+NeuronIntGrad (steps=10) against the straightforward loop of one forward/backward per
+site and alpha (tests/reference.py), with the largest score difference between the two.
+Each model runs in its own process so that the peak resident memory printed is that
+model's.
 """
 
 from __future__ import annotations
@@ -91,6 +92,10 @@ def run_one(name: str, repeats: int, naive: bool, device: str, f64: bool = False
             "gradient": timed(lambda: ex.gradient(x)),
             "neuron_mct": timed(lambda: ex.explain(x, sparsity=0.7)),
             "at_sparsity": timed(lambda: e.at_sparsity(0.9)),
+            # settings the widget offers: a low sparsity (the pathway cut among dead
+            # neurons' tied zero scores) and the per-layer scope
+            "mct_s03": timed(lambda: ex.explain(x, sparsity=0.3)),
+            "mct_layer": timed(lambda: ex.explain(x, sparsity=0.7, scope="layer")),
         },
         repeats,
     )
@@ -135,6 +140,8 @@ def _ratios(r: dict) -> dict[str, float]:
     return {
         "mct": r["t_neuron_mct"] / g,
         "at_sp": r["t_at_sparsity"] / g,
+        "s03": r["t_mct_s03"] / g,
+        "layer": r["t_mct_layer"] / g,
         "b8": r["t_neuron_mct_b8"] / r["t_gradient_b8"],
         "intgrad": r["t_intgrad"] / g,
         "naive": naive / r["t_intgrad"] if naive else float("nan"),
@@ -228,7 +235,8 @@ def main() -> None:
     print()
     hdr = (
         f"{'model':20} {'sites':>5} {'neurons':>10} {'grad ms':>8} {'mct/grad':>8} "
-        f"{'at_sp/grad':>10} {'b8 mct/grad':>11} {'intgrad/grad':>12} {'naive/ours':>10} "
+        f"{'at_sp/grad':>10} {'b8 mct/grad':>11} {'s0.3/grad':>9} {'layer/grad':>10} "
+        f"{'intgrad/grad':>12} {'naive/ours':>10} "
         f"{'IG rel diff':>11} {'peak MB':>8}"
     )
     print(hdr)
@@ -236,11 +244,13 @@ def main() -> None:
         q = r["ratios"]
         print(
             f"{r['model']:20} {r['sites']:5d} {r['neurons']:10d} {r['t_gradient'] * 1000:8.1f} "
-            f"{q['mct']:8.2f} {q['at_sp']:10.2f} {q['b8']:11.2f} {q['intgrad']:12.1f} "
+            f"{q['mct']:8.2f} {q['at_sp']:10.2f} {q['b8']:11.2f} {q['s03']:9.2f} "
+            f"{q['layer']:10.2f} {q['intgrad']:12.1f} "
             f"{q['naive']:10.2f} "
             f"{r.get('intgrad_max_rel_diff', float('nan')):11.1e} {r['peak_rss_mb']:8.0f}"
         )
     print("targets: mct/grad <= 2.3, at_sp/grad <= 1.2, b8 mct/grad <= 2.3, naive/ours >= 2")
+    print("s0.3: NeuronMCT at sparsity 0.3; layer: scope='layer' at 0.7 (no targets set)")
     if a.processes > 1:
         print(f"medians over {a.processes} processes; each process's mct/grad and b8 mct/grad:")
         for r in rows:
