@@ -185,6 +185,31 @@ def test_selection_on_large_rows_with_ties_matches_full_sort(monkeypatch):
         assert torch.equal(selection.topk_mask(s, k, torch.float32), want.float()), k
 
 
+def test_segment_selection_matches_a_full_sort_of_each_segment():
+    """Per-layer selection: every column segment of every row keeps its own top k, with
+    segments short enough for the exact path next to sampled ones, ties at zero and
+    segments kept whole or dropped whole."""
+    from critpath_widgets.engine.selection import topk_segments
+
+    g = torch.Generator().manual_seed(3)
+    sizes = [10, 5_000, 300_000, 20_000, 1, 70_000]
+    s = torch.rand(3, sum(sizes), generator=g) ** 3
+    s[:, 5_010:100_000] = 0.0  # dead neurons across two segments
+    s[2, 400_000:401_000] = 0.125  # a tie block in the 70_000 segment
+    for share in (0.05, 0.3, 0.7, 1.0):
+        segments, o = [], 0
+        for i, n in enumerate(sizes):
+            k = 0 if i == 3 and share < 0.1 else round(share * n)
+            segments.append((o, o + n, k))
+            o += n
+        for dtype in (torch.bool, torch.float32):
+            got = topk_segments(s, segments, dtype)
+            assert got.dtype == dtype
+            for a, b, k in segments:
+                want = ref.topk_mask_sort(s[:, a:b], k)
+                assert torch.equal(got[:, a:b].bool(), want), (share, a, k)
+
+
 def test_selection_falls_back_to_an_exact_sort_when_the_sample_bracket_misses(monkeypatch):
     from critpath_widgets.engine import selection
 

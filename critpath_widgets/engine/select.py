@@ -9,7 +9,7 @@ import torch
 from ..errors import InputError, OptionError
 from . import memory
 from .layout import SiteLayout
-from .selection import Ranking, topk_mask
+from .selection import Ranking, topk_mask, topk_segments
 
 SCOPES = ("global", "layer")
 GRANULARITIES = ("neuron", "channel")
@@ -81,25 +81,25 @@ def select(
     dtype = flat.dtype
     if granularity == "channel":
         ch = channel_scores(flat, layout)
-        counts = layout.channels()
         if scope == "global":
             ch_mask = topk_mask(ch, keep_count(ch.shape[1], sparsity))
         else:
-            ch_mask = torch.empty_like(ch, dtype=torch.bool)
-            o = 0
-            for c in counts:
-                ch_mask[:, o : o + c] = topk_mask(ch[:, o : o + c], keep_count(c, sparsity))
+            segments, o = [], 0
+            for c in layout.channels():
+                segments.append((o, o + c, keep_count(c, sparsity)))
                 o += c
+            ch_mask = topk_segments(ch, segments)
         return expand_channels(ch_mask, layout).to(dtype)
     fast = ranking is not None and ranking.usable and ranking.scores is flat
     if scope == "global":
         k = keep_count(layout.total, sparsity)
         return ranking.weights(k) if fast else topk_mask(flat, k, dtype)
+    spans = list(zip(layout.offsets, layout.sizes, strict=True))
+    if not fast:
+        return topk_segments(flat, [(o, o + n, keep_count(n, sparsity)) for o, n in spans], dtype)
     out = memory.empty_like(flat)
-    for i, (o, size) in enumerate(zip(layout.offsets, layout.sizes, strict=True)):
-        k = keep_count(size, sparsity)
-        w = ranking.weights(k, o, o + size) if fast else topk_mask(layout.slice(flat, i), k, dtype)
-        layout.slice(out, i).copy_(w)
+    for i, (o, size) in enumerate(spans):
+        layout.slice(out, i).copy_(ranking.weights(keep_count(size, sparsity), o, o + size))
     return out
 
 

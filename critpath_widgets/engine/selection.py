@@ -106,59 +106,90 @@ def topk_mask(scores: torch.Tensor, k: int, dtype: torch.dtype = torch.bool) -> 
     """
     if scores.dim() != 2:
         raise ValueError("scores must be 2-D (rows, n)")
+    return topk_segments(scores, [(0, scores.shape[1], k)], dtype)
+
+
+def topk_segments(
+    scores: torch.Tensor, segments: list[tuple[int, int, int]], dtype: torch.dtype = torch.bool
+) -> torch.Tensor:
+    """:func:`topk_mask` of each column segment ``(start, stop, k)`` of every row at once
+    (the segments cover the columns without overlap): one buffer, one scan for the
+    undecided entries and one fix-up for all segments, so that many small segments (the
+    sites of a per-layer selection) cost little more than one row of the same length.
+
+    Per segment, a sorted random sample brackets the k-th largest value; everything above
+    the bracket is kept, and only the few entries inside it are ranked. Cost: two
+    comparisons over the scores and a few passes over bytes, all on the scores' device.
+    """
     rows, n = scores.shape
-    if k >= n:
-        return torch.ones_like(scores, dtype=dtype)
-    if k <= 0:
-        return torch.zeros_like(scores, dtype=dtype)
-    if _sample_size(n) < _MIN_SAMPLE:
-        return _exact_small(scores, k).to(dtype)
-    lo, hi = _bracket(scores, k)
+    scores = scores.contiguous()
     out = memory.empty(scores.shape, dtype, scores.device)
-    # everything above the bracket's floor; the floor's own value is left out so that
-    # a mass of ties there (dead neurons scoring 0) never enters the band below
-    torch.gt(scores, lo[:, None], out=out)
+    sampled = []
+    for a, b, k in segments:
+        if 0 < k < b - a and _sample_size(b - a) >= _MIN_SAMPLE:
+            sampled.append((a, b, k))
+        else:  # all, none, or a short segment: exact at once
+            exact = _exact_small(scores[:, a:b], k) if 0 < k < b - a else torch.tensor(k > 0)
+            out[:, a:b] = exact
+    if not sampled:
+        return out
     # lo < s <= hi: the undecided entries, in a buffer padded to whole 8-byte words
     size = rows * n
     buf = memory.empty((-(-size // 8) * 8,), torch.bool, scores.device)
     buf[size:] = False
     band = buf[:size].view(rows, n)
-    torch.le(scores, hi[:, None], out=band)
-    c_gt = count_ones(out)
-    band &= out if dtype == torch.bool else out.bool()
-    lin = _sparse_nonzero(buf)  # flat positions, ascending: each row's a contiguous run
+    covered = sum(b - a for a, b, _ in sampled)
+    if covered < n:
+        band.fill_(False)
+    open_segments = []
+    for a, b, k in sampled:
+        part, o, d = scores[:, a:b], out[:, a:b], band[:, a:b]
+        lo, hi = _bracket(part, k)
+        # everything above the bracket's floor; the floor's own value is left out so
+        # that a mass of ties there (dead neurons scoring 0) never enters the band
+        torch.gt(part, lo[:, None], out=o)
+        torch.le(part, hi[:, None], out=d)
+        d &= o if dtype == torch.bool else o.bool()
+        open_segments.append((a, b, k, lo, count_ones(o).tolist()))
+    lin = _sparse_nonzero(buf)  # flat positions, ascending
     del band
-    vals = scores.reshape(-1).index_select(0, lin)
-    bounds = [
-        0,
-        *torch.searchsorted(lin, torch.arange(1, rows, device=lin.device) * n).tolist(),
-        lin.numel(),
-    ]
+    vals = scores.view(-1).index_select(0, lin)
+    starts = torch.tensor(
+        [r * n + a for a, *_ in open_segments for r in range(rows)], dtype=lin.dtype
+    )
+    ends = torch.tensor(
+        [r * n + b for _, b, *_ in open_segments for r in range(rows)], dtype=lin.dtype
+    )
+    firsts = torch.searchsorted(lin, starts.to(lin.device)).tolist()
+    lasts = torch.searchsorted(lin, ends.to(lin.device)).tolist()
     drop = []  # flat positions of band entries that are not kept
-    for r, (c, a, b) in enumerate(zip(c_gt.tolist(), bounds[:-1], bounds[1:], strict=True)):
-        m = b - a
-        need = k - (c - m)  # how many of the row's band entries are kept
-        if need > m:  # the k-th largest is lo itself: all of out, then lo's first ties
-            ties = torch.eq(scores[r], lo[r], out=buf[:n])
-            cut = _cut_after(ties, _block_counts(ties[None])[0], k - c)
-            if cut is not None:
-                torch.ge(scores[r, :cut], lo[r], out=out[r, :cut])
+    runs = iter(zip(firsts, lasts, strict=True))
+    for a, b, k, lo, c_gt in open_segments:
+        for r, c in enumerate(c_gt):
+            i, j = next(runs)
+            m = j - i  # the row's band entries in this segment
+            need = k - (c - m)  # how many of them are kept
+            if need > m:  # the k-th largest is lo itself: all of out, then lo's first ties
+                ties = torch.eq(scores[r, a:b], lo[r], out=buf[: b - a])
+                cut = _cut_after(ties, _block_counts(ties[None])[0], k - c)
+                if cut is not None:
+                    torch.ge(scores[r, a : a + cut], lo[r], out=out[r, a : a + cut])
+                    continue
+            if not 0 <= need <= m:  # the bracket missed (very unlikely): exact
+                out[r, a:b] = _exact_small(scores[r : r + 1, a:b], k)[0]
                 continue
-        if not 0 <= need <= m:  # the bracket missed (very unlikely): exact
-            out[r] = _exact_small(scores[r : r + 1], k)[0]
-            continue
-        if need == m:
-            continue
-        seg = vals[a:b]
-        if need == 0:
-            drop.append(lin[a:b])
-            continue
-        thr = torch.kthvalue(seg, m - need + 1).values  # the need-th largest
-        keep = seg > thr
-        # ties at the threshold: the first ones by position, up to the row's quota
-        tie = (seg == thr).nonzero()[:, 0]
-        keep[tie[: need - int(keep.sum())]] = True
-        drop.append(lin[a:b][~keep])
+            if need == m:
+                continue
+            if need == 0:
+                drop.append(lin[i:j])
+                continue
+            seg = vals[i:j]
+            thr = torch.kthvalue(seg, m - need + 1).values  # the need-th largest
+            keep = seg > thr
+            # ties at the threshold: the first ones by position, up to the row's quota
+            tie = (seg == thr).nonzero()[:, 0]
+            keep[tie[: need - int(keep.sum())]] = True
+            drop.append(lin[i:j][~keep])
     del buf
     if drop:
         out.view(-1).index_fill_(0, torch.cat(drop), 0)
