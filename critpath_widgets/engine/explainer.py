@@ -1034,6 +1034,9 @@ def _scores_in_backward(
     def hook(i: int) -> Callable[[torch.Tensor], None]:
         def h(g: torch.Tensor) -> None:
             a, held[i] = held[i], None
+            if a is None:  # a second call (a model that re-runs parts in its backward)
+                fired[0] = -len(views)  # cannot be trusted: score from captured gradients
+                return
             torch.mul(a, g, out=views[i]).abs_()
             fired[0] += 1
 
