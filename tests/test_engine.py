@@ -581,6 +581,38 @@ def test_scores_of_branches_dead_and_input_sites_match_autograd():
     torch.testing.assert_close(e.saliency, g, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_activation_checkpointing_is_reported_and_model_untouched(reentrant):
+    """A model that recomputes part of its forward in the backward (torch.utils.checkpoint)
+    cannot be followed by the site hooks: a ModelError that says so, model unchanged."""
+    from torch.utils.checkpoint import checkpoint
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.r1 = nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()
+            self.c2, self.r2 = nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()
+            self.fc = nn.Linear(4 * 8 * 8, 5)
+
+        def forward(self, x):
+            h = self.r1(self.c1(x))
+            h = checkpoint(lambda t: self.r2(self.c2(t)), h, use_reentrant=reentrant)
+            return self.fc(h.flatten(1))
+
+    model = Net().eval()
+    before = ref.model_state(model)
+    ex = PathwayExplainer(model)
+    with pytest.raises(ModelError, match="checkpointing"):
+        ex.explain(torch.randn(1, 3, 8, 8))
+    ref.assert_same_state(before, ref.model_state(model))
+    if reentrant:  # torch's reentrant checkpoint refuses torch.autograd.grad altogether
+        with pytest.raises(ModelError, match="checkpointing"):
+            ex.gradient(torch.randn(1, 3, 8, 8))
+    else:  # no site hooks in a plain gradient: it works
+        assert ex.gradient(torch.randn(1, 3, 8, 8)).shape == (1, 3, 8, 8)
+    ref.assert_same_state(before, ref.model_state(model))
+
+
 def test_model_without_sites_names_what_it_found():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU(), nn.Flatten(), nn.LazyLinear(3))
     with pytest.raises(ModelError, match="GELU") as ei:

@@ -367,7 +367,7 @@ class PathwayExplainer:
             xg = x.detach().requires_grad_(True)
             logits = self._forward(xg)
             tgt = self._resolve_target(target, logits)
-            (g,) = torch.autograd.grad(logits.gather(1, tgt[:, None]).sum(), xg)
+            (g,) = _grad(logits.gather(1, tgt[:, None]).sum(), xg)
         return g
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -531,7 +531,7 @@ class PathwayExplainer:
             if contrib is not None:
                 return logits.detach(), None, None, tgt, layout, contrib
             # the backward is spent: score again from captured gradients, forward included
-        grads = torch.autograd.grad(y, acts, allow_unused=True)
+        grads = _grad(y, acts, allow_unused=True)
         grads = [torch.zeros_like(a) if g is None else g for a, g in zip(acts, grads, strict=True)]
         acts = [a.detach() for a in acts]
         contrib = _contributions(acts, grads, layout)
@@ -578,7 +578,7 @@ class PathwayExplainer:
 
         xg = x.detach().requires_grad_(True)
         logits = self._run(hooks, xg, apply)
-        (g,) = torch.autograd.grad(logits.gather(1, tgt[:, None]).sum(), xg)
+        (g,) = _grad(logits.gather(1, tgt[:, None]).sum(), xg)
         return logits.detach(), g
 
     def _pathway_pass(
@@ -790,12 +790,12 @@ class PathwayExplainer:
             y = logits.gather(1, tgt[si][:, None]).sum()
             if shortcut is not None and shortcut.used:
                 src = shortcut.source
-                g, g_short = torch.autograd.grad(y, [zs[0], src], allow_unused=True)
+                g, g_short = _grad(y, [zs[0], src], allow_unused=True)
                 if g_short is None:
                     g_short = torch.zeros_like(src)
                 g = g_short if g is None else sum_rows(g).add_(g_short)
             else:
-                (g,) = torch.autograd.grad(y, zs[0])
+                (g,) = _grad(y, zs[0])
                 if broadcast:
                     g = sum_rows(g)
             if shortcut is not None:
@@ -890,7 +890,7 @@ class PathwayExplainer:
             return z.clone() if self._protect else z
 
         logits = self._run(hooks, x.detach().requires_grad_(True), apply)
-        grads = torch.autograd.grad(logits.gather(1, tgt[:, None]).sum(), zs, allow_unused=True)
+        grads = _grad(logits.gather(1, tgt[:, None]).sum(), zs, allow_unused=True)
         grads = [torch.zeros_like(z) if g is None else g for z, g in zip(zs, grads, strict=True)]
         return _contributions([z.detach() for z in zs], grads, layout)
 
@@ -1008,6 +1008,21 @@ def _scale(
     return out * w
 
 
+def _grad(y: torch.Tensor, inputs: Any, **kw: Any) -> tuple[torch.Tensor | None, ...]:
+    """``torch.autograd.grad``, with a failure inside the model's backward reported as a
+    :class:`ModelError` that names it instead of a bare RuntimeError."""
+    try:
+        return torch.autograd.grad(y, inputs, **kw)
+    except RuntimeError as e:
+        hint = (
+            " (activation checkpointing recomputes the forward during the backward, which "
+            "the explainer's hooks cannot follow: explain the model without it)"
+            if "checkpoint" in str(e)
+            else ""
+        )
+        raise ModelError(f"the model's backward pass failed{hint}: {e}") from e
+
+
 def _scores_in_backward(
     y: torch.Tensor, acts: list[torch.Tensor], layout: SiteLayout
 ) -> torch.Tensor | None:
@@ -1045,7 +1060,7 @@ def _scores_in_backward(
     handles = [a.register_hook(hook(i)) for i, a in enumerate(acts) if i > 0]
     acts.clear()
     try:
-        (g0,) = torch.autograd.grad(y, first, allow_unused=True)
+        (g0,) = _grad(y, first, allow_unused=True)
     finally:
         for h in handles:
             h.remove()
