@@ -531,13 +531,10 @@ class PathwayExplainer:
             if contrib is not None:
                 return logits.detach(), None, None, tgt, layout, contrib
             # the backward is spent: score again from captured gradients, forward included
-        grads = _grad(y, acts, allow_unused=True)
-        grads = [torch.zeros_like(a) if g is None else g for a, g in zip(acts, grads, strict=True)]
-        acts = [a.detach() for a in acts]
-        contrib = _contributions(acts, grads, layout)
+        grads, contrib = _captured_scores(y, acts, layout)
         if not keep_grads:
             return logits.detach(), None, None, tgt, layout, contrib
-        return logits.detach(), acts, grads, tgt, layout, contrib
+        return logits.detach(), [a.detach() for a in acts], grads, tgt, layout, contrib
 
     def _recorded_forward(
         self, hooks: SiteHooks, x: torch.Tensor
@@ -890,9 +887,7 @@ class PathwayExplainer:
             return z.clone() if self._protect else z
 
         logits = self._run(hooks, x.detach().requires_grad_(True), apply)
-        grads = _grad(logits.gather(1, tgt[:, None]).sum(), zs, allow_unused=True)
-        grads = [torch.zeros_like(z) if g is None else g for z, g in zip(zs, grads, strict=True)]
-        return _contributions([z.detach() for z in zs], grads, layout)
+        return _captured_scores(logits.gather(1, tgt[:, None]).sum(), zs, layout)[1]
 
 
 # Activations whose autograd node keeps its input, not its output (out-of-place forms):
@@ -1049,9 +1044,6 @@ def _scores_in_backward(
     def hook(i: int) -> Callable[[torch.Tensor], None]:
         def h(g: torch.Tensor) -> None:
             a, held[i] = held[i], None
-            if a is None:  # a second call (a model that re-runs parts in its backward)
-                fired[0] = -len(views)  # cannot be trusted: score from captured gradients
-                return
             torch.mul(a, g, out=views[i]).abs_()
             fired[0] += 1
 
@@ -1068,6 +1060,16 @@ def _scores_in_backward(
         return None
     torch.mul(held[0], g0, out=views[0]).abs_()
     return flat
+
+
+def _captured_scores(
+    y: torch.Tensor, acts: list[torch.Tensor], layout: SiteLayout
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """dy/da of every site, captured at once (zeros for a site off every path to y), and
+    the NeuronMCT scores |a * dy/da| from them."""
+    grads = _grad(y, acts, allow_unused=True)
+    grads = [torch.zeros_like(a) if g is None else g for a, g in zip(acts, grads, strict=True)]
+    return grads, _contributions([a.detach() for a in acts], grads, layout)
 
 
 def _contributions(

@@ -154,26 +154,17 @@ def topk_segments(
     lin = _sparse_nonzero(buf)  # flat positions, ascending
     del band
     vals = scores.view(-1).index_select(0, lin)
-    starts = torch.tensor(
-        [r * n + a for a, *_ in open_segments for r in range(rows)], dtype=lin.dtype
-    )
-    ends = torch.tensor(
-        [r * n + b for _, b, *_ in open_segments for r in range(rows)], dtype=lin.dtype
-    )
-    firsts = torch.searchsorted(lin, starts.to(lin.device)).tolist()
-    lasts = torch.searchsorted(lin, ends.to(lin.device)).tolist()
+    # each (segment, row)'s flat span, and where its band entries start and end in lin
+    spans = [(r * n + a, r * n + b) for a, b, *_ in open_segments for r in range(rows)]
+    runs = iter(torch.searchsorted(lin, torch.tensor(spans, device=lin.device)).tolist())
     drop = []  # flat positions of band entries that are not kept
-    runs = iter(zip(firsts, lasts, strict=True))
     for a, b, k, lo, c_gt in open_segments:
         for r, c in enumerate(c_gt):
             i, j = next(runs)
             m = j - i  # the row's band entries in this segment
             need = k - (c - m)  # how many of them are kept
             if need > m:  # the k-th largest is lo itself: all of out, then lo's first ties
-                ties = torch.eq(scores[r, a:b], lo[r], out=buf[: b - a])
-                cut = _cut_after(ties, _block_counts(ties[None])[0], k - c)
-                if cut is not None:
-                    torch.ge(scores[r, a : a + cut], lo[r], out=out[r, a : a + cut])
+                if _keep_first_ties(scores[r, a:b], lo[r], k - c, out[r, a:b], buf[: b - a]):
                     continue
             if not 0 <= need <= m:  # the bracket missed (very unlikely): exact
                 out[r, a:b] = _exact_small(scores[r : r + 1, a:b], k)[0]
@@ -210,6 +201,25 @@ def _block_counts(flags: torch.Tensor) -> torch.Tensor:
     return torch.cumsum(per_block, dim=1).long()
 
 
+def _keep_first_ties(
+    row: torch.Tensor,
+    value: torch.Tensor,
+    q: int,
+    out: torch.Tensor,
+    ties: torch.Tensor | None = None,
+) -> bool:
+    """Also keep, in ``out`` (a row's mask already holding its entries above ``value``),
+    the row's first q entries equal to ``value`` by position: one comparison up to the
+    cut after the q-th tie. False, with ``out`` unchanged, when there are fewer than q.
+    ``ties`` is an optional bool buffer of the row's length."""
+    ties = torch.eq(row, value, out=ties)
+    cut = _cut_after(ties, _block_counts(ties[None])[0], q)
+    if cut is None:
+        return False
+    torch.ge(row[:cut], value, out=out[:cut])
+    return True
+
+
 def _cut_after(flags: torch.Tensor, counts: torch.Tensor, q: int) -> int | None:
     """Position just after the q-th True entry (q >= 1) of a 1-D bool tensor, given its
     :func:`_block_counts`; None when it has fewer than q."""
@@ -232,10 +242,8 @@ def mask_at_threshold(scores: torch.Tensor, thr: torch.Tensor, k: int) -> torch.
         return mask
     mask = scores > thr[:, None]
     for r, q in enumerate((k - count_true(mask)).tolist()):
-        if q > 0:  # the row's first q ties, by position: a compare up to the cut after them
-            ties = scores[r] == thr[r]
-            cut = _cut_after(ties, _block_counts(ties[None])[0], q)
-            torch.ge(scores[r, :cut], thr[r], out=mask[r, :cut])
+        if q > 0:
+            _keep_first_ties(scores[r], thr[r], q, mask[r])
     return mask
 
 
