@@ -532,9 +532,8 @@ class PathwayExplainer:
                 return logits.detach(), None, None, tgt, layout, contrib
             # the backward is spent: score again from captured gradients, forward included
         grads, contrib = _captured_scores(y, acts, layout)
-        if not keep_grads:
-            return logits.detach(), None, None, tgt, layout, contrib
-        return logits.detach(), [a.detach() for a in acts], grads, tgt, layout, contrib
+        kept = ([a.detach() for a in acts], grads) if keep_grads else (None, None)
+        return logits.detach(), *kept, tgt, layout, contrib
 
     def _recorded_forward(
         self, hooks: SiteHooks, x: torch.Tensor
