@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import traceback
 
 import pytest
 import torch
@@ -183,6 +184,64 @@ def test_selection_on_large_rows_with_ties_matches_full_sort(monkeypatch):
         want = ref.topk_mask_sort(s, k)
         assert torch.equal(selection.topk_mask(s, k), want), k
         assert torch.equal(selection.topk_mask(s, k, torch.float32), want.float()), k
+
+
+def test_chunked_band_and_long_bands_match_a_full_sort(monkeypatch):
+    """Rows done chunk by chunk (hardtanh's backward marks the band), bands long enough to
+    be bracketed again inside, ties in and around them, and rows whose bracket floor is
+    negative (two comparisons instead), each against a full stable sort."""
+    from critpath_widgets.engine import selection
+
+    monkeypatch.setattr(selection, "_CHUNK", 170_001)  # many chunks, the last one short
+    monkeypatch.setattr(selection, "_exact_small", lambda *a: pytest.fail("exact sort used"))
+    g = torch.Generator().manual_seed(5)
+    s = torch.rand(3, 1_000_000, generator=g) ** 2
+    s[0, ::7] = 0.0  # dead neurons
+    s[1, 100_000:100_500] = s[1, 3]  # a tie block at an ordinary value
+    s[2] -= 0.5  # negative scores: the bracket floor is below 0
+    calls = []
+    kth = selection._kth_largest
+    monkeypatch.setattr(
+        selection, "_kth_largest", lambda v, q: calls.append(v.numel()) or kth(v, q)
+    )
+    for k in (7, 60_000, 500_000, 999_000):
+        want = ref.topk_mask_sort(s, k)
+        assert torch.equal(selection.topk_mask(s, k), want), k
+        assert torch.equal(selection.topk_mask(s, k, torch.float32), want.float()), k
+    assert max(calls) >= 16 * selection._MIN_SAMPLE  # the bracket inside a band was used
+
+
+def test_ties_at_the_bracket_ceiling_stay_in_the_band(monkeypatch):
+    """The k-th largest equal to the bracket's top, with ties there: the tied entries are
+    in the band (lo < s <= hi), so the first ones by position are kept and no exact
+    fallback is needed."""
+    from critpath_widgets.engine import selection
+
+    g = torch.Generator().manual_seed(8)
+    s = torch.rand(1, 300_000, generator=g)
+    s[0, 1000:60_000:3] = 0.5  # about 20,000 ties at 0.5
+    k = int((s > 0.5).sum()) + 5_000  # the k-th largest is 0.5, inside the tie block
+    monkeypatch.setattr(
+        selection, "_bracket", lambda sc, kk: (torch.tensor([0.45]), torch.tensor([0.5]))
+    )
+    monkeypatch.setattr(selection, "_exact_small", lambda *a: pytest.fail("exact sort used"))
+    assert torch.equal(selection.topk_mask(s, k), ref.topk_mask_sort(s, k))
+
+
+def test_kth_largest_matches_a_sort_also_when_its_inner_bracket_misses(monkeypatch):
+    from critpath_widgets.engine import selection
+
+    g = torch.Generator().manual_seed(6)
+    v = torch.rand(100_000, generator=g)
+    v[5_000:6_000] = 0.5
+    want = torch.sort(v, descending=True).values
+    for q in (1, 2, 30_000, 44_500, 45_000, 99_999, 100_000):
+        assert float(selection._kth_largest(v, q)) == float(want[q - 1]), q
+    # an inner bracket that holds none of the wanted rank: the full selection answers
+    monkeypatch.setattr(
+        selection, "_sample_bracket", lambda sample, p: (torch.tensor([0.9]), torch.tensor([0.95]))
+    )
+    assert float(selection._kth_largest(v, 70_000)) == float(want[69_999])
 
 
 def test_segment_selection_matches_a_full_sort_of_each_segment():
@@ -664,6 +723,39 @@ def test_bad_input_raises_clear_errors(x, kw, exc, match):
         PathwayExplainer(model).explain(x, **kw)
     assert isinstance(ei.value, CritpathError)
     assert isinstance(ei.value, (ValueError, TypeError))
+    ref.assert_same_state(before, ref.model_state(model))
+
+
+class _SqrtNet(nn.Module):
+    """sqrt after a ReLU: an infinite gradient where the ReLU output is 0, so 0 * inf = NaN
+    contribution scores at the first site."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.relu1 = nn.Conv2d(3, 4, 3), nn.ReLU()
+        self.conv2, self.relu2 = nn.Conv2d(4, 4, 3), nn.ReLU()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = torch.sqrt(self.relu1(self.conv1(x)))
+        return self.fc(self.relu2(self.conv2(h)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("in_backward", [True, False])
+@pytest.mark.parametrize("method", ["neuron_mct", "neuron_intgrad", "random"])
+def test_non_finite_scores_are_reported(in_backward, method):
+    """Scores made inside the backward are checked there (their sums taken while in the
+    cache); scores from captured gradients and other methods' scores after the pass."""
+    torch.manual_seed(0)
+    model = _SqrtNet()
+    before = ref.model_state(model)
+    ex = PathwayExplainer(model)
+    if not in_backward:
+        ex._scores_in_backward = False
+    with pytest.raises(InputError, match="not finite") as ei:
+        ex.explain(rand_x(1), method=method)
+    where = {f.name for f in traceback.extract_tb(ei.tb)}
+    assert ("_scores_in_backward" in where) == (in_backward and method != "neuron_intgrad")
     ref.assert_same_state(before, ref.model_state(model))
 
 

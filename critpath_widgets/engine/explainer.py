@@ -339,7 +339,8 @@ class PathwayExplainer:
                         hooks, x, tgt, contrib, layout, s, scope, granularity, opts, progress
                     )
                 del acts, grads
-                check_finite_scores(flat)
+                if flat is not contrib:  # the score pass checks its own
+                    check_finite_scores(flat)
                 return self._pathway_pass(
                     hooks,
                     x,
@@ -517,7 +518,8 @@ class PathwayExplainer:
         Returns logits, site outputs a and dy/da (both only with ``keep_grads``), targets,
         the layout and the flat scores. Without ``keep_grads`` the scores are computed
         inside the backward (:func:`_scores_in_backward`), which frees each site's output
-        and gradient as soon as its score is written, as a plain gradient would.
+        and gradient as soon as its score is written, as a plain gradient would. Scores
+        that are not finite raise an InputError.
         """
         while True:
             logits, acts = self._recorded_forward(hooks, x)
@@ -532,6 +534,7 @@ class PathwayExplainer:
                 return logits.detach(), None, None, tgt, layout, contrib
             # the backward is spent: score again from captured gradients, forward included
         grads, contrib = _captured_scores(y, acts, layout)
+        check_finite_scores(contrib)
         kept = ([a.detach() for a in acts], grads) if keep_grads else (None, None)
         return logits.detach(), *kept, tgt, layout, contrib
 
@@ -1029,7 +1032,8 @@ def _scores_in_backward(
     a page fault per 4 KiB). The backward runs down to the first site only. A hook that
     never fires means a site off the path from the logit to the first site (its gradient
     was not computed): None is returned then, and the caller scores from captured
-    gradients.
+    gradients. Each site's scores are summed while still in the cache: scores that are
+    not finite raise an InputError without another pass over all of them.
     """
     if not all(a.requires_grad for a in acts):
         return None
@@ -1039,11 +1043,12 @@ def _scores_in_backward(
     held: list[torch.Tensor | None] = [a.detach() for a in acts]
     first = acts[0]
     fired = [0]
+    sums: list[torch.Tensor] = []  # each site's, summed while its scores are in the cache
 
     def hook(i: int) -> Callable[[torch.Tensor], None]:
         def h(g: torch.Tensor) -> None:
             a, held[i] = held[i], None
-            torch.mul(a, g, out=views[i]).abs_()
+            sums.append(torch.mul(a, g, out=views[i]).abs_().sum())
             fired[0] += 1
 
         return h
@@ -1057,7 +1062,8 @@ def _scores_in_backward(
             h.remove()
     if g0 is None or fired[0] != len(views) - 1:
         return None
-    torch.mul(held[0], g0, out=views[0]).abs_()
+    sums.append(torch.mul(held[0], g0, out=views[0]).abs_().sum())
+    check_finite_scores(flat, torch.stack(sums).sum())
     return flat
 
 

@@ -103,11 +103,11 @@ def select(
     return out
 
 
-def check_finite_scores(flat: torch.Tensor) -> None:
+def check_finite_scores(flat: torch.Tensor, total: torch.Tensor | None = None) -> None:
     """Scores must be finite for a meaningful ranking (one reduction, not an elementwise test:
     the scores are non-negative, so their sum is finite exactly when every score is,
-    barring overflow, which would be just as unusable)."""
-    if not bool(torch.isfinite(flat.sum())):
+    barring overflow, which would be just as unusable). ``total``: their sum, if known."""
+    if not bool(torch.isfinite(flat.sum() if total is None else total)):
         raise InputError(
             "contribution scores are not finite (the model produced inf/NaN gradients)"
         )

@@ -75,7 +75,13 @@ def _bracket(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     rows, n = scores.shape
     size = _sample_size(n)
     sample = scores.index_select(1, _sample_index(n, size, scores.device))
-    p = k / n
+    return _sample_bracket(sample, k / n)
+
+
+def _sample_bracket(sample: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row (lo, hi) from a random sample (rows, size) of rows whose largest share p is
+    kept: four standard deviations of the sample's rank either side (a miss is caught)."""
+    rows, size = sample.shape
     r = p * size
     d = 4.0 * math.sqrt(size * p * (1 - p)) + 8
     i_hi, i_lo = math.floor(r - d), math.ceil(r + d)  # ranks from the top, 0-based
@@ -83,10 +89,25 @@ def _bracket(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     def kth_largest(i: int) -> torch.Tensor:
         return torch.kthvalue(sample, size - i, dim=1).values
 
-    inf = torch.full((rows,), math.inf, dtype=scores.dtype, device=scores.device)
+    inf = torch.full((rows,), math.inf, dtype=sample.dtype, device=sample.device)
     hi = kth_largest(i_hi) if i_hi >= 0 else inf
     lo = kth_largest(i_lo) if i_lo < size else -inf
     return lo, hi
+
+
+def _kth_largest(v: torch.Tensor, q: int) -> torch.Tensor:
+    """The q-th largest entry (1-based) of a 1-D tensor: a long one is bracketed by a
+    strided sample first, so that only the few entries inside the bracket are selected
+    from (a selection over all of them costs about 20 ns an entry here)."""
+    m = v.numel()
+    if m < 16 * _MIN_SAMPLE:
+        return torch.kthvalue(v, m - q + 1).values
+    lo, hi = (b[0] for b in _sample_bracket(v[::16][None], q / m))
+    inner = v[(v > lo) & (v <= hi)]
+    r = q - int(torch.count_nonzero(v > hi))  # its rank inside the bracket
+    if 0 < r <= inner.numel():
+        return torch.kthvalue(inner, inner.numel() - r + 1).values
+    return torch.kthvalue(v, m - q + 1).values
 
 
 def _sparse_nonzero(flags: torch.Tensor) -> torch.Tensor:
@@ -147,10 +168,8 @@ def topk_segments(
         lo, hi = _bracket(part, k)
         # everything above the bracket's floor; the floor's own value is left out so
         # that a mass of ties there (dead neurons scoring 0) never enters the band
-        torch.gt(part, lo[:, None], out=o)
-        torch.le(part, hi[:, None], out=d)
-        d &= o if dtype == torch.bool else o.bool()
-        open_segments.append((a, b, k, lo, count_ones(o).tolist()))
+        c_gt = _above_and_band(part, lo, hi, o, d)
+        open_segments.append((a, b, k, lo, c_gt))
     lin = _sparse_nonzero(buf)  # flat positions, ascending
     del band
     vals = scores.view(-1).index_select(0, lin)
@@ -175,7 +194,7 @@ def topk_segments(
                 drop.append(lin[i:j])
                 continue
             seg = vals[i:j]
-            thr = torch.kthvalue(seg, m - need + 1).values  # the need-th largest
+            thr = _kth_largest(seg, need)
             keep = seg > thr
             # ties at the threshold: the first ones by position, up to the row's quota
             tie = (seg == thr).nonzero()[:, 0]
@@ -185,6 +204,48 @@ def topk_segments(
     if drop:
         out.view(-1).index_fill_(0, torch.cat(drop), 0)
     return out
+
+
+#: rows at least this long mark their band with hardtanh's backward, in chunks this long
+_BAND_PASS_MIN = 65536
+_CHUNK = 524288
+_HARDTANH_BACKWARD = torch.ops.aten.hardtanh_backward
+
+
+def _above_and_band(
+    part: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, above: torch.Tensor, band: torch.Tensor
+) -> list[int]:
+    """above = part > lo and band = lo < part <= hi, per row; returns each row's count of
+    entries above lo. (NaN-free scores.)
+
+    Where lo >= 0, hardtanh's backward with the scores as both gradient and input gives
+    each score strictly between lo and the float after hi, and 0 elsewhere: nonzero on
+    the band exactly, as its entries are > lo >= 0. That pass and a cast to bool cost
+    less than a second comparison into bool and an and with ``above`` (a bool-valued
+    comparison runs about four times slower than a float-valued one here). Rows are
+    done in chunks of :data:`_CHUNK` so that the chunk is still in the cache for the
+    second pass, the cast and the count (about 2 ms less on 6 M scores than whole rows).
+    """
+    rows, n = part.shape
+    if n < _BAND_PASS_MIN or not part.is_floating_point() or not bool((lo >= 0).all()):
+        torch.gt(part, lo[:, None], out=above)
+        torch.le(part, hi[:, None], out=band)
+        band &= above if above.dtype == torch.bool else above.bool()
+        return count_ones(above).tolist()
+    top = torch.nextafter(hi, torch.full_like(hi, math.inf))
+    values = memory.empty((min(n, _CHUNK),), part.dtype, part.device)
+    counts = []
+    for r, (a, b) in enumerate(zip(lo.tolist(), top.tolist(), strict=True)):
+        total = torch.zeros((), dtype=torch.int64, device=part.device)
+        for c in range(0, n, _CHUNK):
+            row, v = part[r, c : c + _CHUNK], values[: min(_CHUNK, n - c)]
+            o = above[r, c : c + _CHUNK]
+            torch.gt(row, a, out=o)
+            _HARDTANH_BACKWARD.grad_input(row, row, a, b, grad_input=v)
+            band[r, c : c + _CHUNK].copy_(v)
+            total += count_ones(o[None])[0]
+        counts.append(int(total))
+    return counts
 
 
 _BLOCK = 4096
