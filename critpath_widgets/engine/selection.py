@@ -86,12 +86,13 @@ def _sample_bracket(sample: torch.Tensor, p: float) -> tuple[torch.Tensor, torch
     d = 4.0 * math.sqrt(size * p * (1 - p)) + 8
     i_hi, i_lo = math.floor(r - d), math.ceil(r + d)  # ranks from the top, 0-based
 
-    def kth_largest(i: int) -> torch.Tensor:
-        return torch.kthvalue(sample, size - i, dim=1).values
-
     inf = torch.full((rows,), math.inf, dtype=sample.dtype, device=sample.device)
-    hi = kth_largest(i_hi) if i_hi >= 0 else inf
-    lo = kth_largest(i_lo) if i_lo < size else -inf
+    if i_lo >= size:
+        lo, top, m = -inf, sample, size
+    else:  # the i_lo + 1 largest, then hi among them: half the cost of two selections
+        top = torch.topk(sample, i_lo + 1, dim=1, sorted=False).values
+        lo, m = top.amin(dim=1), i_lo + 1
+    hi = torch.kthvalue(top, m - i_hi, dim=1).values if i_hi >= 0 else inf
     return lo, hi
 
 
