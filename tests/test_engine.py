@@ -846,7 +846,15 @@ def test_sorted_ranking_matches_full_sort_with_ties():
 
 
 @pytest.mark.parametrize("scope", ["global", "layer"])
-def test_at_sparsity_fast_path_matches_fresh_selection(resnet, scope):
+def test_at_sparsity_fast_path_matches_fresh_selection(resnet, scope, monkeypatch):
+    """Global scope compares each site's scores with the threshold as the masked pass
+    reaches the site (ResNet's in-place ReLUs keep each site's weights for the backward:
+    writing one site's weights must not mark another's as modified)."""
+    from critpath_widgets.engine.selection import Ranking
+
+    thresholds = []
+    threshold = Ranking.threshold
+    monkeypatch.setattr(Ranking, "threshold", lambda *a: thresholds.append(t := threshold(*a)) or t)
     x = rand_x(2, 48)
     ex = PathwayExplainer(resnet)
     e = ex.explain(x, sparsity=0.3, scope=scope)
@@ -856,6 +864,10 @@ def test_at_sparsity_fast_path_matches_fresh_selection(resnet, scope):
         b = ex.explain(x, sparsity=s, scope=scope)
         assert torch.equal(a.pathway.flat, b.pathway.flat), s
         torch.testing.assert_close(a.saliency, b.saliency)
+        g = ref.masked_gradient(resnet, x, a.target, a.pathway.masks)
+        torch.testing.assert_close(a.saliency, g, rtol=1e-4, atol=1e-6 * float(g.abs().max()))
+    if scope == "global":  # the per-site comparison was used where no tie needs a cut
+        assert any(t is not None for t in thresholds)
 
 
 class _Block(nn.Module):

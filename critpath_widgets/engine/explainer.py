@@ -563,16 +563,25 @@ class PathwayExplainer:
         return logits, acts
 
     def _masked_pass(
-        self, hooks: SiteHooks, x: torch.Tensor, tgt: torch.Tensor, masks: list[torch.Tensor]
+        self,
+        hooks: SiteHooks,
+        x: torch.Tensor,
+        tgt: torch.Tensor,
+        masks: list[torch.Tensor],
+        fill: Callable[[int], None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward/backward with each site's output multiplied by its 0/1 weights
         (a product is cheaper than torch.where, forward and backward). Outputs of ReLU and
         ReLU6 go through :class:`_MaskedGate` where that is exact, which drops the
-        backward product; not when the model writes into site outputs later."""
+        backward product; not when the model writes into site outputs later. ``fill(i)``,
+        if given, writes site i's weights just before they are used (still in the cache
+        for the product, instead of read back from memory)."""
         by_name = self._module_by_name
         gate = not self._protect  # the gate keeps the masked output for its backward
 
         def apply(i: int, name: str, out: torch.Tensor) -> torch.Tensor:
+            if fill is not None:
+                fill(i)
             return _scale(out, masks[i], by_name.get(name), hooks.inputs, gate)
 
         xg = x.detach().requires_grad_(True)
@@ -597,10 +606,23 @@ class PathwayExplainer:
         sorted_selection: bool = False,
     ) -> Explanation:
         flat = ranking.scores
-        weights = select(
-            flat, layout, sparsity, scope, granularity, ranking if sorted_selection else None
-        ).to(x.dtype)
-        p_logits, sal = self._masked_pass(hooks, x, tgt, layout.views(weights))
+        fill, t = None, None
+        if sorted_selection and scope == "global" and granularity == "neuron":
+            if ranking.usable and flat.dtype == x.dtype:
+                t = ranking.threshold(keep_count(layout.total, sparsity))
+        if t is None:
+            weights = select(
+                flat, layout, sparsity, scope, granularity, ranking if sorted_selection else None
+            ).to(x.dtype)
+            masks = layout.views(weights)
+        else:  # one comparison per site, made as the masked pass reaches the site
+            weights = memory.empty_like(flat)
+            scores, masks = layout.views(flat), layout.unversioned_views(weights)
+
+            def fill(i: int) -> None:
+                torch.ge(scores[i], t.view(-1, *[1] * (scores[i].dim() - 1)), out=masks[i])
+
+        p_logits, sal = self._masked_pass(hooks, x, tgt, masks, fill)
         return Explanation(
             saliency=sal,
             scores=layout.views(flat),

@@ -45,6 +45,18 @@ class SiteLayout:
             for o, s, shape in zip(self.offsets, self.sizes, self.shapes, strict=True)
         ]
 
+    def unversioned_views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """:meth:`views` as separate tensors over the same memory, each with a version
+        counter of its own: writing into one site's view does not mark the others (which
+        autograd may have saved) as modified."""
+        storage = flat.untyped_storage()
+        return [
+            torch.empty(0, dtype=flat.dtype, device=flat.device).set_(
+                storage, v.storage_offset(), v.shape, v.stride()
+            )
+            for v in self.views(flat)
+        ]
+
     def slice(self, flat: torch.Tensor, i: int) -> torch.Tensor:
         """The (N, size_i) columns of site i in a flat tensor."""
         o = self.offsets[i]

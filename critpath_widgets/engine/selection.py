@@ -354,6 +354,19 @@ class Ranking:
             return self._mask_with_zero_ties(k, start, stop)
         return mask_at_threshold(part, thr, k)
 
+    def threshold(self, k: int, start: int = 0, stop: int | None = None) -> torch.Tensor | None:
+        """Per-row value t such that ``scores >= t`` keeps exactly the top k of columns
+        [start, stop), read off the sorted keys; None when ties at t need a cut by
+        position (or k keeps none or all)."""
+        n = self.scores[:, start:stop].shape[1]
+        if not 0 < k < n:
+            return None
+        keys = self.keys(start, stop)
+        tk = keys[:, n - k].contiguous()
+        # how many scores are >= the threshold: when exactly k, there is no tie to break
+        first = torch.searchsorted(keys, tk[:, None])[:, 0]
+        return tk.view(self.scores.dtype) if bool((n - first == k).all()) else None
+
     def weights(self, k: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """The same selection as :meth:`mask`, as 0/1 values of the scores' dtype.
 
@@ -361,16 +374,9 @@ class Ranking:
         and a 0/1 float mask is what the masked pass multiplies by anyway.
         """
         part = self.scores[:, start:stop]
-        n = part.shape[1]
-        if 0 < k < n:
-            keys = self.keys(start, stop)
-            tk = keys[:, n - k].contiguous()
-            # how many scores are >= the threshold, read off the sorted keys: when exactly
-            # k, there is no tie to break and one comparison gives the selection
-            first = torch.searchsorted(keys, tk[:, None])[:, 0]
-            if bool((n - first == k).all()):
-                out = memory.empty(part.shape, part.dtype, part.device)
-                return torch.ge(part, tk.view(self.scores.dtype)[:, None], out=out)
+        t = self.threshold(k, start, stop)
+        if t is not None:
+            return torch.ge(part, t[:, None], out=memory.empty(part.shape, part.dtype, part.device))
         return self.mask(k, start, stop).to(part.dtype)
 
     def _mask_with_zero_ties(self, k: int, start: int, stop: int | None) -> torch.Tensor:
