@@ -607,9 +607,14 @@ class PathwayExplainer:
     ) -> Explanation:
         flat = ranking.scores
         fill, t = None, None
-        if sorted_selection and scope == "global" and granularity == "neuron":
-            if ranking.usable and flat.dtype == x.dtype:
-                t = ranking.threshold(keep_count(layout.total, sparsity))
+        if (
+            sorted_selection
+            and scope == "global"
+            and granularity == "neuron"
+            and flat.dtype == x.dtype
+            and ranking.usable
+        ):
+            t = ranking.threshold(keep_count(layout.total, sparsity))
         if t is None:
             weights = select(
                 flat, layout, sparsity, scope, granularity, ranking if sorted_selection else None

@@ -99,7 +99,7 @@ def select(
         return topk_segments(flat, [(o, o + n, keep_count(n, sparsity)) for o, n in spans], dtype)
     out = memory.empty_like(flat)
     for i, (o, size) in enumerate(spans):
-        layout.slice(out, i).copy_(ranking.weights(keep_count(size, sparsity), o, o + size))
+        ranking.weights(keep_count(size, sparsity), o, o + size, out=layout.slice(out, i))
     return out
 
 

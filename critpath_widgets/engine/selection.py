@@ -367,17 +367,22 @@ class Ranking:
         first = torch.searchsorted(keys, tk[:, None])[:, 0]
         return tk.view(self.scores.dtype) if bool((n - first == k).all()) else None
 
-    def weights(self, k: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        """The same selection as :meth:`mask`, as 0/1 values of the scores' dtype.
+    def weights(
+        self, k: int, start: int = 0, stop: int | None = None, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The same selection as :meth:`mask`, as 0/1 values of the scores' dtype, written
+        into ``out`` (shaped like the columns) when given.
 
         Comparing straight into a float tensor is cheaper than a bool mask plus a cast,
         and a 0/1 float mask is what the masked pass multiplies by anyway.
         """
         part = self.scores[:, start:stop]
+        if out is None:
+            out = memory.empty(part.shape, part.dtype, part.device)
         t = self.threshold(k, start, stop)
         if t is not None:
-            return torch.ge(part, t[:, None], out=memory.empty(part.shape, part.dtype, part.device))
-        return self.mask(k, start, stop).to(part.dtype)
+            return torch.ge(part, t[:, None], out=out)
+        return out.copy_(self.mask(k, start, stop))
 
     def _mask_with_zero_ties(self, k: int, start: int, stop: int | None) -> torch.Tensor:
         """Threshold 0, the smallest score (dead neurons): all positive scores are kept,
