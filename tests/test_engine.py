@@ -985,9 +985,11 @@ def test_in_place_scaling_leaves_users_own_hook_outputs_alone():
 
 
 class _GateNet(nn.Module):
-    """Every kind of site the masked pass treats differently: gated (ReLU, ReLU6,
-    Hardtanh with min_val >= 0, on 4-D and 2-D outputs), not gated (Hardtanh below 0,
-    in-place ReLU, LeakyReLU), and an activation whose input is read again afterwards."""
+    """Every kind of site the masked pass treats differently: input masked in place
+    before the call (ReLU, ReLU6, Hardtanh with min_val 0, in-place ReLU, on 4-D and 2-D
+    outputs), output gated (a ReLU whose input is read again afterwards, a ReLU6 fed by
+    a ReLU, which keeps its output for its backward), and neither (Hardtanh below 0,
+    LeakyReLU)."""
 
     def __init__(self):
         super().__init__()
@@ -997,6 +999,7 @@ class _GateNet(nn.Module):
         self.pos_tanh = nn.Hardtanh(0.0, 2.0)
         self.relu6 = nn.ReLU6()
         self.relu_inplace = nn.ReLU(inplace=True)
+        self.after_relu = nn.ReLU6()
         self.leaky = nn.LeakyReLU(0.1)
         self.fc1 = nn.Linear(6 * 8 * 8, 16)
         self.fc_relu = nn.ReLU()
@@ -1008,25 +1011,42 @@ class _GateNet(nn.Module):
         x = self.neg_tanh(self.c[1](x))
         x = self.pos_tanh(self.c[2](x))
         x = self.relu6(self.c[3](x))
-        x = self.relu_inplace(self.c[4](x))
-        x = nn.functional.max_pool2d(self.leaky(self.c[5](x)), 2)
+        x = self.after_relu(self.relu_inplace(self.c[4](x)) * 1.5)
+        x = self.after_relu(torch.relu(self.c[5](x)))  # torch.relu keeps its output
+        x = nn.functional.max_pool2d(self.leaky(x), 2)
         return self.fc2(self.fc_relu(self.fc1(x.flatten(1))))
 
 
-def test_masked_gate_is_exact_where_taken_and_steps_aside(monkeypatch):
-    """ReLU and ReLU6 outputs in the masked pass are gated by the masked output instead of
-    multiplied by the mask forward and backward: exactly where that equals autograd on a
-    masked copy, and never where a user's hook could see the difference."""
+def _count_mask_paths(monkeypatch) -> tuple[list[str], list[str]]:
+    """Record, per masked pass, the sites gated on their output and the calls whose
+    input was masked in place (by module class and bounds)."""
     from critpath_widgets.engine import explainer as E
 
-    taken: list[str] = []
-    real_apply = E._MaskedGate.apply
+    gated: list[str] = []
+    premasked: list[str] = []
+    real_apply, real_ok = E._MaskedGate.apply, E._premask_ok
 
-    def counting(x, y, lo, hi):
-        taken.append("relu" if hi is None else f"tanh{lo:g},{hi:g}")
+    def gate(x, y, lo, hi):
+        gated.append("relu" if hi is None else f"tanh{lo:g},{hi:g}")
         return real_apply(x, y, lo, hi)
 
-    monkeypatch.setattr(E._MaskedGate, "apply", counting)
+    def ok(module, args, w, ours):
+        r = real_ok(module, args, w, ours)
+        if r:
+            premasked.append(type(module).__name__ + ("_" if module.inplace else ""))
+        return r
+
+    monkeypatch.setattr(E._MaskedGate, "apply", gate)
+    monkeypatch.setattr(E, "_premask_ok", ok)
+    return gated, premasked
+
+
+def test_masked_pass_paths_are_exact_where_taken_and_step_aside(monkeypatch):
+    """Site inputs are masked in place before the call, or outputs gated by the masked
+    output, instead of multiplied by the mask forward and backward: exactly where that
+    equals autograd on a masked copy, and never where another reader or a user's hook
+    could see the difference."""
+    gated, premasked = _count_mask_paths(monkeypatch)
     torch.manual_seed(0)
     model = _GateNet().double().eval()
     x = rand_x(2, 16, dtype=torch.float64)
@@ -1039,10 +1059,15 @@ def test_masked_gate_is_exact_where_taken_and_steps_aside(monkeypatch):
         "pos_tanh",
         "relu6",
         "relu_inplace",
+        "after_relu",
+        "after_relu#2",
         "leaky",
         "fc_relu",
     ]
-    assert taken == ["relu", "tanh0,2", "tanh0,6", "relu"]
+    # after_relu's first call reads a product (which keeps nothing), its second call the
+    # output of torch.relu, which ReluBackward keeps: gated there
+    assert premasked == ["Hardtanh", "ReLU6", "ReLU_", "ReLU6", "ReLU"]
+    assert gated == ["relu", "tanh0,6"]
     for f in (e, e.at_sparsity(0.2), e.at_sparsity(0.95)):
         g = ref.masked_gradient(model, x, f.target, f.pathway.masks)
         torch.testing.assert_close(f.saliency, g, rtol=1e-10, atol=1e-12)
@@ -1050,28 +1075,98 @@ def test_masked_gate_is_exact_where_taken_and_steps_aside(monkeypatch):
         torch.testing.assert_close(f.pathway_logits, want, rtol=1e-10, atol=1e-12)
     ref.assert_same_state(before, ref.model_state(model))
 
-    # a user's hook on the ReLU6 sees its real output: that site is not gated
-    taken.clear()
+    # a user's hook on the ReLU6 sees its real input and output: that site steps aside
+    gated.clear()
+    premasked.clear()
     seen = []
     h = model.relu6.register_forward_hook(lambda m, i, o: seen.append((i[0].detach(), o)))
     try:
         e2 = ex.explain(x, sparsity=0.6)
     finally:
         h.remove()
-    assert taken == ["relu", "tanh0,2", "relu"]
+    assert premasked == ["Hardtanh", "ReLU_", "ReLU6", "ReLU"]
+    assert gated == ["relu", "tanh0,6"]
     for inp, out in seen:
         assert torch.equal(out.detach(), nn.functional.relu6(inp))
     torch.testing.assert_close(e2.saliency, e.saliency, rtol=1e-10, atol=1e-12)
 
-    # and a global forward pre-hook turns the gate off everywhere
-    taken.clear()
+    # and a global forward pre-hook turns both off everywhere
+    gated.clear()
+    premasked.clear()
     g_h = nn.modules.module.register_module_forward_pre_hook(lambda m, i: None)
     try:
         e3 = ex.explain(x, sparsity=0.6)
     finally:
         g_h.remove()
-    assert taken == []
+    assert gated == [] and premasked == []
     torch.testing.assert_close(e3.saliency, e.saliency, rtol=1e-10, atol=1e-12)
+
+
+class _KeepsOwnOutput(torch.autograd.Function):
+    """exp(x) that keeps its output for its backward, under a name autograd does not use
+    for saved outputs: found out by autograd's version check, not beforehand."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = x.exp()
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * y
+
+
+def test_site_input_kept_by_its_maker_is_found_out_and_masked_on_the_output(monkeypatch):
+    """An activation fed by a custom function that keeps its own output: the masked pass
+    that changed it in place fails autograd's version check, and is run again with the
+    output masked instead; the result is exact and later passes skip the in-place path."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+            self.r1, self.r2 = nn.ReLU(), nn.ReLU6()
+            self.fc = nn.Linear(4 * 8 * 8, 5)
+
+        def forward(self, x):
+            h = self.r1(self.c1(x))
+            h = self.r2(_KeepsOwnOutput.apply(self.c2(h) - 1.0))
+            return self.fc(h.flatten(1))
+
+    gated, premasked = _count_mask_paths(monkeypatch)
+    torch.manual_seed(0)
+    model = Net().double().eval()
+    x = rand_x(2, 8, dtype=torch.float64)
+    before = ref.model_state(model)
+    ex = PathwayExplainer(model)
+    e = ex.explain(x, sparsity=0.5)
+    assert premasked == ["ReLU", "ReLU6"]  # the first attempt
+    assert gated == ["relu", "tanh0,6"]  # the second one, after the version check failed
+    g = ref.masked_gradient(model, x, e.target, e.pathway.masks)
+    torch.testing.assert_close(e.saliency, g, rtol=1e-10, atol=1e-12)
+    premasked.clear()
+    f = e.at_sparsity(0.8)
+    assert premasked == []
+    g = ref.masked_gradient(model, x, f.target, f.pathway.masks)
+    torch.testing.assert_close(f.saliency, g, rtol=1e-10, atol=1e-12)
+    ref.assert_same_state(before, ref.model_state(model))
+
+
+def test_activation_on_the_input_leaves_the_callers_tensor_alone():
+    """A site that reads the model's input directly: the input is never masked in place
+    (the caller's tensor shares its memory with the pass's input)."""
+    model = nn.Sequential(
+        nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 3)
+    ).double()
+    x = rand_x(1, 8, dtype=torch.float64) - 0.5
+    x0 = x.clone()
+    e = PathwayExplainer(model).explain(x, sparsity=0.7)
+    assert torch.equal(x, x0)
+    assert not bool(e.pathway.masks[0].all())  # something was removed at the input site
+    g = ref.masked_gradient(model, x, e.target, e.pathway.masks)
+    torch.testing.assert_close(e.saliency, g, rtol=1e-10, atol=1e-12)
 
 
 def test_recycled_buffers_are_reused_only_once_free(monkeypatch):

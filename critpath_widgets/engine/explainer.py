@@ -295,6 +295,9 @@ class PathwayExplainer:
         # False once a score pass found a site whose gradient a backward to the first
         # site does not compute: scores are then taken from captured gradients
         self._scores_in_backward: bool | None = None
+        # per site: its input may be masked in place before the call (see _premask_sites);
+        # read off the first score pass's graph
+        self._premask: list[bool] | None = None
 
     # ------------------------------------------------------------------ public API
     def explain(
@@ -485,9 +488,11 @@ class PathwayExplainer:
         x: torch.Tensor,
         handler: Callable[..., Any],
         batch: int | None = None,
+        pre: Callable[[int, nn.Module, tuple], None] | None = None,
     ) -> torch.Tensor:
-        """One forward pass with ``handler`` at every site; checks the site count."""
-        with hooks.pass_with(handler) as count:
+        """One forward pass with ``handler`` at every site (and ``pre`` before each site
+        call); checks the site count."""
+        with hooks.pass_with(handler, pre) as count:
             logits = self._forward(x, batch)
         n = count()
         if n == 0:
@@ -546,17 +551,29 @@ class PathwayExplainer:
         for _attempt in range(2):
             acts: list[torch.Tensor] = []
             versions: list[int] = []
+            nodes: list[tuple[Any, nn.Module | None]] | None = [] if self._premask is None else None
             protect = self._protect
 
             def record(
-                i: int, name: str, out: torch.Tensor, acts=acts, versions=versions, protect=protect
+                i: int,
+                name: str,
+                out: torch.Tensor,
+                acts=acts,
+                versions=versions,
+                protect=protect,
+                nodes=nodes,
+                by_name=self._module_by_name,
             ) -> torch.Tensor | None:
                 acts.append(out)
                 versions.append(out._version)
+                if nodes is not None:  # the node that made the output, before later ops
+                    nodes.append((out.grad_fn, by_name.get(name)))
                 return out.clone() if protect else None
 
             xg = x.detach().requires_grad_(True)
             logits = self._run(hooks, xg, record)
+            if nodes is not None:
+                self._premask = _premask_sites(logits, nodes)
             if protect or all(a._version == v for a, v in zip(acts, versions, strict=True)):
                 break
             self._protect = True  # a later op wrote into a site output: record copies
@@ -578,15 +595,39 @@ class PathwayExplainer:
         for the product, instead of read back from memory)."""
         by_name = self._module_by_name
         gate = not self._protect  # the gate keeps the masked output for its backward
+        approved = self._premask or []
+        premasked = [False] * len(masks)
 
-        def apply(i: int, name: str, out: torch.Tensor) -> torch.Tensor:
+        def pre(i: int, module: nn.Module, args: tuple) -> None:
+            ok = i < len(approved) and approved[i] is module
+            if ok and _premask_ok(module, args, masks[i], hooks.ids):
+                if fill is not None:
+                    fill(i)
+                with torch.no_grad():
+                    args[0].mul_(masks[i])
+                premasked[i] = True
+
+        def apply(i: int, name: str, out: torch.Tensor) -> torch.Tensor | None:
+            if premasked[i]:
+                return None
             if fill is not None:
                 fill(i)
-            return _scale(out, masks[i], by_name.get(name), hooks.inputs, gate)
+            return _scale(out, masks[i], by_name.get(name), hooks.inputs, gate, hooks.ids)
 
         xg = x.detach().requires_grad_(True)
-        logits = self._run(hooks, xg, apply)
-        (g,) = _grad(logits.gather(1, tgt[:, None]).sum(), xg)
+        logits = self._run(hooks, xg, apply, pre=pre)
+        stray = hooks.stray
+        try:
+            (g,) = _grad(logits.gather(1, tgt[:, None]).sum(), xg)
+        except ModelError:
+            if not any(premasked):
+                raise
+            # some node saved a site input that was masked in place (autograd's version
+            # check): mask outputs instead, from now on
+            self._premask = [None] * len(masks)
+            return self._masked_pass(hooks, x, tgt, masks, fill)
+        if hooks.stray != stray:  # sites ran again, unmasked, inside the backward
+            raise ModelError(_CHECKPOINT_HINT.strip(" ()").capitalize() + ".")
         return logits.detach(), g
 
     def _pathway_pass(
@@ -972,7 +1013,7 @@ class _MaskedGate(torch.autograd.Function):
 
 
 def _gated_mask(
-    out: torch.Tensor, w: torch.Tensor, module: nn.Module | None, inputs: tuple
+    out: torch.Tensor, w: torch.Tensor, module: nn.Module | None, inputs: tuple, ours: set[int]
 ) -> torch.Tensor | None:
     """The masked output through :class:`_MaskedGate` where that is exact, else None."""
     kind = type(module)
@@ -991,11 +1032,104 @@ def _gated_mask(
         or type(fn).__name__ != node
         or fn.next_functions[0][0] is not x.grad_fn
         or not _output_unseen(module)
-        or module._forward_pre_hooks
+        or not set(module._forward_pre_hooks) <= ours
         or nn.modules.module._global_forward_pre_hooks
     ):
         return None
     return _MaskedGate.apply(x, out.detach().mul_(w), lo, hi)
+
+
+#: autograd node of each activation whose input may be masked in place before the call
+_PREMASK_NODES = {nn.ReLU: "ReluBackward0", nn.ReLU6: "HardtanhBackward0"}
+_PREMASK_NODES[nn.Hardtanh] = "HardtanhBackward0"
+
+
+def _premask_sites(
+    logits: torch.Tensor, nodes: Sequence[tuple[Any, nn.Module | None]]
+) -> list[nn.Module | None]:
+    """Per site (from a recorded pass: the node that made its output, and its module),
+    the module when the masked pass may multiply the site's input by the mask in place
+    just before the call, else None.
+
+    For ReLU, and ReLU6/Hardtanh with min_val 0, act(z * w) = act(z) * w for 0/1 weights
+    w, and the activation's own backward (gated by its saved input or result, which is
+    then 0 where w is) is already the masked backprop: no product in the backward, no
+    extra autograd node. Safe when nothing else reads z: an in-place module overwrites
+    z itself, and for the others the graph from the logits must hold no other edge into
+    z (another differentiable reader, such as a residual that adds z back).
+    """
+    wanted: dict[tuple[int, int], int] = {}
+    for fn, module in nodes:
+        if _premask_node(fn, module):
+            z_fn, nr = fn.next_functions[0]
+            wanted[(id(z_fn), nr)] = 0
+    seen: set[int] = set()
+    stack = [logits.grad_fn] if logits.grad_fn is not None else []
+    while stack:  # count every edge into the activations' inputs, over the whole graph
+        node = stack.pop()
+        for nxt, nr in node.next_functions:
+            if nxt is None:
+                continue
+            key = (id(nxt), nr)
+            if key in wanted:
+                wanted[key] += 1
+            if id(nxt) not in seen:
+                seen.add(id(nxt))
+                stack.append(nxt)
+    out: list[nn.Module | None] = []
+    for fn, module in nodes:
+        ok = _premask_node(fn, module) and (
+            getattr(module, "inplace", False)
+            or (
+                wanted[(id(fn.next_functions[0][0]), fn.next_functions[0][1])] == 1
+                and not _saves_output(fn.next_functions[0][0])
+            )
+        )
+        out.append(module if ok else None)
+    return out
+
+
+def _saves_output(node: Any) -> bool:
+    """Whether an autograd node kept its own output for its backward (say, a ReLU feeding
+    a ReLU6): that output may not be changed in place. Autograd names saved outputs
+    ``result``; any other saver is caught by autograd's version check (see _masked_pass)."""
+    return any(a.startswith("_saved_result") for a in dir(node))
+
+
+def _premask_node(fn: Any, module: nn.Module | None) -> bool:
+    """The site's output node is the activation's own, fed by a node of this pass."""
+    kind = type(module)
+    if kind not in _PREMASK_NODES or fn is None or type(fn).__name__ != _PREMASK_NODES[kind]:
+        return False
+    if kind is not nn.ReLU and not (module.min_val == 0 and module.max_val > 0):
+        return False
+    return bool(fn.next_functions) and fn.next_functions[0][0] is not None
+
+
+def _premask_ok(module: nn.Module, args: tuple, w: torch.Tensor, ours: set[int]) -> bool:
+    """This call's input may be masked in place: one tensor made in this pass (never a
+    leaf such as the caller's input), shaped like the mask, not a view of a tensor that
+    others may read (unless the module overwrites it anyway), and no hook but ours on the
+    module or the whole process that could see the difference."""
+    if len(args) != 1 or not isinstance(args[0], torch.Tensor):
+        return False
+    z = args[0]
+    mm = nn.modules.module
+    return (
+        z.grad_fn is not None
+        and z.shape == w.shape
+        and z.dtype == w.dtype
+        and z.device == w.device
+        and (z._base is None or getattr(module, "inplace", False))
+        and set(module._forward_hooks) <= ours
+        and set(module._forward_pre_hooks) <= ours
+        and not module._backward_hooks
+        and not module._backward_pre_hooks
+        and not mm._global_forward_hooks
+        and not mm._global_forward_pre_hooks
+        and not mm._global_backward_hooks
+        and not mm._global_backward_pre_hooks
+    )
 
 
 def _output_unseen(module: nn.Module) -> bool:
@@ -1010,13 +1144,14 @@ def _scale(
     module: nn.Module | None,
     inputs: tuple = (),
     gate: bool = False,
+    ours: set[int] | None = None,
 ) -> torch.Tensor:
     """A site's output times its 0/1 weights, the cheapest exact way: with ``gate``, a
     ReLU/ReLU6 output through :class:`_MaskedGate` (``inputs`` are the site call's);
     else in place where autograd allows it (the activation kept its input and nobody
     else has seen the output); else into recycled buffers or a plain product."""
     if gate:
-        gated = _gated_mask(out, w, module, inputs)
+        gated = _gated_mask(out, w, module, inputs, ours or set())
         if gated is not None:
             return gated
     kind = type(module)
@@ -1032,18 +1167,19 @@ def _scale(
     return out * w
 
 
+_CHECKPOINT_HINT = (
+    " (activation checkpointing recomputes the forward during the backward, which "
+    "the explainer's hooks cannot follow: explain the model without it)"
+)
+
+
 def _grad(y: torch.Tensor, inputs: Any, **kw: Any) -> tuple[torch.Tensor | None, ...]:
     """``torch.autograd.grad``, with a failure inside the model's backward reported as a
     :class:`ModelError` that names it instead of a bare RuntimeError."""
     try:
         return torch.autograd.grad(y, inputs, **kw)
     except RuntimeError as e:
-        hint = (
-            " (activation checkpointing recomputes the forward during the backward, which "
-            "the explainer's hooks cannot follow: explain the model without it)"
-            if "checkpoint" in str(e)
-            else ""
-        )
+        hint = _CHECKPOINT_HINT if "checkpoint" in str(e) else ""
         raise ModelError(f"the model's backward pass failed{hint}: {e}") from e
 
 

@@ -151,12 +151,13 @@ class HookOwner(contextlib.AbstractContextManager):
 
 
 class SiteHooks(HookOwner):
-    """Forward hooks on the site modules, active only inside ``with``.
+    """Forward hooks (and pre-hooks) on the site modules, active only inside ``with``.
 
     Each hook call gets a running site index (call order). What happens at a site is
     decided by ``handler(index, name, output) -> replacement or None``, set per pass
-    with :meth:`pass_with`. Calls from other threads pass through untouched, so a user
-    running the model elsewhere meanwhile is not affected.
+    with :meth:`pass_with`, and optionally before the call by ``pre(index, module,
+    args)``. Calls from other threads pass through untouched, so a user running the
+    model elsewhere meanwhile is not affected.
     """
 
     def __init__(self, modules: Sequence[tuple[str, nn.Module]]):
@@ -164,16 +165,37 @@ class SiteHooks(HookOwner):
         self._modules = list(modules)
         self._thread = threading.get_ident()
         self._handler: Callable[[int, str, torch.Tensor], torch.Tensor | None] | None = None
+        self._pre: Callable[[int, nn.Module, tuple], None] | None = None
         self._count = 0
         self._calls: dict[int, int] = {}
         self.names: list[str] = []
+        #: site calls in this thread outside any pass (activation checkpointing runs the
+        #: forward again inside the backward)
+        self.stray = 0
+        #: ids of this owner's hooks, as keys of the modules' hook dictionaries
+        self.ids: set[int] = set()
         #: the positional inputs of the site call being handled (empty outside a handler)
         self.inputs: tuple = ()
 
     def _register(self) -> None:
         self._thread = threading.get_ident()
         for name, module in self._modules:
+            self._handles.append(module.register_forward_pre_hook(self._make_pre_hook()))
             self._handles.append(module.register_forward_hook(self._make_hook(name)))
+        self.ids = self.hook_ids
+
+    def _make_pre_hook(self) -> Callable[..., Any]:
+        def pre(module: nn.Module, args: tuple) -> None:
+            if threading.get_ident() != self._thread:
+                return
+            if self._handler is None:  # outside a pass: say, recomputed inside a backward
+                self.stray += 1  # (counted here: a recomputation may stop inside the call)
+            elif self._pre is not None:
+                # the index this call will get when it completes: a site module is a leaf
+                # in practice, so no other site completes in between (users check the module)
+                self._pre(self._count, module, args)
+
+        return pre
 
     def _make_hook(self, name: str) -> Callable[..., Any]:
         def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
@@ -202,16 +224,19 @@ class SiteHooks(HookOwner):
 
     @contextlib.contextmanager
     def pass_with(
-        self, handler: Callable[[int, str, torch.Tensor], torch.Tensor | None]
+        self,
+        handler: Callable[[int, str, torch.Tensor], torch.Tensor | None],
+        pre: Callable[[int, nn.Module, tuple], None] | None = None,
     ) -> Iterator[Callable[[], int]]:
-        """Route every site call of one forward pass to ``handler``; yields a site counter."""
-        self._handler = handler
+        """Route every site call of one forward pass to ``handler`` (and ``pre`` before
+        the call, with the site's module and positional inputs); yields a site counter."""
+        self._handler, self._pre = handler, pre
         self._count = 0
         self._calls = {}
         try:
             yield lambda: self._count
         finally:
-            self._handler = None
+            self._handler = self._pre = None
 
 
 @contextlib.contextmanager
