@@ -295,9 +295,9 @@ class PathwayExplainer:
         # False once a score pass found a site whose gradient a backward to the first
         # site does not compute: scores are then taken from captured gradients
         self._scores_in_backward: bool | None = None
-        # per site: its input may be masked in place before the call (see _premask_sites);
-        # read off the first score pass's graph
-        self._premask: list[bool] | None = None
+        # per site: its module when its input may be masked in place before the call
+        # (see _premask_sites), read off the first score pass's graph
+        self._premask: list[nn.Module | None] | None = None
 
     # ------------------------------------------------------------------ public API
     def explain(
