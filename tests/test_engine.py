@@ -1075,7 +1075,8 @@ def test_masked_pass_paths_are_exact_where_taken_and_step_aside(monkeypatch):
         torch.testing.assert_close(f.pathway_logits, want, rtol=1e-10, atol=1e-12)
     ref.assert_same_state(before, ref.model_state(model))
 
-    # a user's hook on the ReLU6 sees its real input and output: that site steps aside
+    # a user's hook on the ReLU6 sees its real input and output: no input is masked in
+    # place while a user's hook is on (it might hold one), and the ReLU6 is not gated
     gated.clear()
     premasked.clear()
     seen = []
@@ -1084,8 +1085,8 @@ def test_masked_pass_paths_are_exact_where_taken_and_step_aside(monkeypatch):
         e2 = ex.explain(x, sparsity=0.6)
     finally:
         h.remove()
-    assert premasked == ["Hardtanh", "ReLU_", "ReLU6", "ReLU"]
-    assert gated == ["relu", "tanh0,6"]
+    assert premasked == []
+    assert gated == ["relu", "tanh0,2", "tanh0,6", "tanh0,6", "relu"]
     for inp, out in seen:
         assert torch.equal(out.detach(), nn.functional.relu6(inp))
     torch.testing.assert_close(e2.saliency, e.saliency, rtol=1e-10, atol=1e-12)
@@ -1100,6 +1101,31 @@ def test_masked_pass_paths_are_exact_where_taken_and_step_aside(monkeypatch):
         g_h.remove()
     assert gated == [] and premasked == []
     torch.testing.assert_close(e3.saliency, e.saliency, rtol=1e-10, atol=1e-12)
+
+
+def test_user_hook_on_the_layer_before_a_site_keeps_what_it_saw(monkeypatch):
+    """A user's forward hook on the layer that feeds a site keeps that layer's real output
+    (it is not masked in place under it), and the explanation is the same."""
+    gated, premasked = _count_mask_paths(monkeypatch)
+    torch.manual_seed(0)
+    model = _GateNet().double().eval()
+    x = rand_x(2, 16, dtype=torch.float64)
+    ex = PathwayExplainer(model)
+    e = ex.explain(x, sparsity=0.6)
+    assert premasked
+    premasked.clear()
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    conv = model.c[3]  # feeds relu6
+    h = conv.register_forward_hook(lambda m, i, o: seen.append((i[0].detach().clone(), o)))
+    try:
+        e2 = ex.explain(x, sparsity=0.6)
+    finally:
+        h.remove()
+    assert premasked == []
+    assert len(seen) == 2  # score pass and masked pass
+    for inp, out in seen:
+        torch.testing.assert_close(out.detach(), conv(inp), rtol=0, atol=0)
+    torch.testing.assert_close(e2.saliency, e.saliency, rtol=1e-10, atol=1e-12)
 
 
 class _KeepsOwnOutput(torch.autograd.Function):

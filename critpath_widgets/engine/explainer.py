@@ -595,7 +595,8 @@ class PathwayExplainer:
         for the product, instead of read back from memory)."""
         by_name = self._module_by_name
         gate = not self._protect  # the gate keeps the masked output for its backward
-        approved = self._premask or []
+        # a user's hook anywhere could hold a site input that would change under it
+        approved = [] if _foreign_hooks(self.model, hooks.ids) else self._premask or []
         premasked = [False] * len(masks)
 
         def pre(i: int, module: nn.Module, args: tuple) -> None:
@@ -1129,6 +1130,14 @@ def _premask_ok(module: nn.Module, args: tuple, w: torch.Tensor, ours: set[int])
         and not mm._global_forward_pre_hooks
         and not mm._global_backward_hooks
         and not mm._global_backward_pre_hooks
+    )
+
+
+def _foreign_hooks(model: nn.Module, ours: set[int]) -> bool:
+    """Whether any module of the model has a forward hook or pre-hook that is not ours."""
+    return any(
+        not set(m._forward_hooks) <= ours or not set(m._forward_pre_hooks) <= ours
+        for m in model.modules()
     )
 
 
