@@ -1128,6 +1128,37 @@ def test_user_hook_on_the_layer_before_a_site_keeps_what_it_saw(monkeypatch):
     torch.testing.assert_close(e2.saliency, e.saliency, rtol=1e-10, atol=1e-12)
 
 
+def test_inplace_flag_turned_off_later_takes_the_graph_check_again(monkeypatch):
+    """An in-place ReLU is approved for in-place input masking without a look at who else
+    reads its input (it overwrites that input anyway); when the user turns ``inplace``
+    off later, that approval no longer holds: here the input is then read again."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 4, 3, padding=1)
+            self.act = nn.ReLU(inplace=True)
+            self.fc = nn.Linear(4 * 8 * 8, 5)
+
+        def forward(self, x):
+            h = self.c(x)
+            return self.fc((self.act(h) + h).flatten(1))
+
+    gated, premasked = _count_mask_paths(monkeypatch)
+    torch.manual_seed(0)
+    model = Net().double().eval()
+    x = rand_x(2, 8, dtype=torch.float64)
+    ex = PathwayExplainer(model)
+    e = ex.explain(x, sparsity=0.5)
+    assert premasked == ["ReLU_"]
+    model.act.inplace = False
+    premasked.clear()
+    for f in (ex.explain(x, sparsity=0.5), e.at_sparsity(0.3)):
+        g = ref.masked_gradient(model, x, f.target, f.pathway.masks)
+        torch.testing.assert_close(f.saliency, g, rtol=1e-10, atol=1e-12)
+    assert premasked == [] and gated == ["relu", "relu"]
+
+
 class _KeepsOwnOutput(torch.autograd.Function):
     """exp(x) that keeps its output for its backward, under a name autograd does not use
     for saved outputs: found out by autograd's version check, not beforehand."""

@@ -295,9 +295,9 @@ class PathwayExplainer:
         # False once a score pass found a site whose gradient a backward to the first
         # site does not compute: scores are then taken from captured gradients
         self._scores_in_backward: bool | None = None
-        # per site: its module when its input may be masked in place before the call
-        # (see _premask_sites), read off the first score pass's graph
-        self._premask: list[nn.Module | None] | None = None
+        # per site: (its module, its inplace flag) when its input may be masked in place
+        # before the call (see _premask_sites), read off the first score pass's graph
+        self._premask: list[tuple[nn.Module, bool] | None] | None = None
 
     # ------------------------------------------------------------------ public API
     def explain(
@@ -600,7 +600,8 @@ class PathwayExplainer:
         premasked = [False] * len(masks)
 
         def pre(i: int, module: nn.Module, args: tuple) -> None:
-            ok = i < len(approved) and approved[i] is module
+            # the same module, with the inplace flag it had when it was approved
+            ok = i < len(approved) and approved[i] == (module, getattr(module, "inplace", False))
             if ok and _premask_ok(module, args, masks[i], hooks.ids):
                 if fill is not None:
                     fill(i)
@@ -1047,10 +1048,10 @@ _PREMASK_NODES[nn.Hardtanh] = "HardtanhBackward0"
 
 def _premask_sites(
     logits: torch.Tensor, nodes: Sequence[tuple[Any, nn.Module | None]]
-) -> list[nn.Module | None]:
+) -> list[tuple[nn.Module, bool] | None]:
     """Per site (from a recorded pass: the node that made its output, and its module),
-    the module when the masked pass may multiply the site's input by the mask in place
-    just before the call, else None.
+    the module and its inplace flag when the masked pass may multiply the site's input by
+    the mask in place just before the call, else None.
 
     For ReLU, and ReLU6/Hardtanh with min_val 0, act(z * w) = act(z) * w for 0/1 weights
     w, and the activation's own backward (gated by its saved input or result, which is
@@ -1077,16 +1078,17 @@ def _premask_sites(
             if id(nxt) not in seen:
                 seen.add(id(nxt))
                 stack.append(nxt)
-    out: list[nn.Module | None] = []
+    out: list[tuple[nn.Module, bool] | None] = []
     for fn, module in nodes:
+        inplace = bool(getattr(module, "inplace", False))
         ok = _premask_node(fn, module) and (
-            getattr(module, "inplace", False)
+            inplace
             or (
                 wanted[(id(fn.next_functions[0][0]), fn.next_functions[0][1])] == 1
                 and not _saves_output(fn.next_functions[0][0])
             )
         )
-        out.append(module if ok else None)
+        out.append((module, inplace) if ok else None)
     return out
 
 
