@@ -1030,8 +1030,8 @@ def _count_mask_paths(monkeypatch) -> tuple[list[str], list[str]]:
         gated.append("relu" if hi is None else f"tanh{lo:g},{hi:g}")
         return real_apply(x, y, lo, hi)
 
-    def ok(module, args, w, ours):
-        r = real_ok(module, args, w, ours)
+    def ok(module, args, w):
+        r = real_ok(module, args, w)
         if r:
             premasked.append(type(module).__name__ + ("_" if module.inplace else ""))
         return r

@@ -596,13 +596,13 @@ class PathwayExplainer:
         by_name = self._module_by_name
         gate = not self._protect  # the gate keeps the masked output for its backward
         # a user's hook anywhere could hold a site input that would change under it
-        approved = [] if _foreign_hooks(self.model, hooks.ids) else self._premask or []
+        approved = (self._premask or []) if _only_our_hooks(self.model, hooks.ids) else []
         premasked = [False] * len(masks)
 
         def pre(i: int, module: nn.Module, args: tuple) -> None:
             # the same module, with the inplace flag it had when it was approved
             ok = i < len(approved) and approved[i] == (module, getattr(module, "inplace", False))
-            if ok and _premask_ok(module, args, masks[i], hooks.ids):
+            if ok and _premask_ok(module, args, masks[i]):
                 if fill is not None:
                     fill(i)
                 with torch.no_grad():
@@ -629,7 +629,7 @@ class PathwayExplainer:
             self._premask = [None] * len(masks)
             return self._masked_pass(hooks, x, tgt, masks, fill)
         if hooks.stray != stray:  # sites ran again, unmasked, inside the backward
-            raise ModelError(_CHECKPOINT_HINT.strip(" ()").capitalize() + ".")
+            raise ModelError(f"The model's sites ran again inside the backward: {_CHECKPOINT}.")
         return logits.detach(), g
 
     def _pathway_pass(
@@ -1018,13 +1018,10 @@ def _gated_mask(
     out: torch.Tensor, w: torch.Tensor, module: nn.Module | None, inputs: tuple, ours: set[int]
 ) -> torch.Tensor | None:
     """The masked output through :class:`_MaskedGate` where that is exact, else None."""
-    kind = type(module)
-    if kind is nn.ReLU:
-        lo, hi, node = 0.0, None, "ReluBackward0"
-    elif kind in (nn.ReLU6, nn.Hardtanh) and module.min_val >= 0:
-        lo, hi, node = float(module.min_val), float(module.max_val), "HardtanhBackward0"
-    else:
+    gate = _gate_kind(module)
+    if gate is None:
         return None
+    lo, hi, node = gate
     x = inputs[0] if inputs else None
     fn = out.grad_fn
     if (
@@ -1041,9 +1038,16 @@ def _gated_mask(
     return _MaskedGate.apply(x, out.detach().mul_(w), lo, hi)
 
 
-#: autograd node of each activation whose input may be masked in place before the call
-_PREMASK_NODES = {nn.ReLU: "ReluBackward0", nn.ReLU6: "HardtanhBackward0"}
-_PREMASK_NODES[nn.Hardtanh] = "HardtanhBackward0"
+def _gate_kind(module: nn.Module | None) -> tuple[float, float | None, str] | None:
+    """(lo, hi, name of its autograd node) for a ReLU (hi None) or a Hardtanh/ReLU6 with
+    min_val >= 0: activations that pass gradient only on the open range (lo, hi), so a
+    removed neuron's 0 blocks it. None for any other module."""
+    kind = type(module)
+    if kind is nn.ReLU:
+        return 0.0, None, "ReluBackward0"
+    if kind in (nn.ReLU6, nn.Hardtanh) and module.min_val >= 0:
+        return float(module.min_val), float(module.max_val), "HardtanhBackward0"
+    return None
 
 
 def _premask_sites(
@@ -1060,11 +1064,9 @@ def _premask_sites(
     z itself, and for the others the graph from the logits must hold no other edge into
     z (another differentiable reader, such as a residual that adds z back).
     """
-    wanted: dict[tuple[int, int], int] = {}
-    for fn, module in nodes:
-        if _premask_node(fn, module):
-            z_fn, nr = fn.next_functions[0]
-            wanted[(id(z_fn), nr)] = 0
+    # the edge from each candidate activation to its input's node
+    edges = [fn.next_functions[0] if _premask_node(fn, m) else None for fn, m in nodes]
+    wanted = {(id(e[0]), e[1]): 0 for e in edges if e is not None}
     seen: set[int] = set()
     stack = [logits.grad_fn] if logits.grad_fn is not None else []
     while stack:  # count every edge into the activations' inputs, over the whole graph
@@ -1079,14 +1081,10 @@ def _premask_sites(
                 seen.add(id(nxt))
                 stack.append(nxt)
     out: list[tuple[nn.Module, bool] | None] = []
-    for fn, module in nodes:
+    for (_fn, module), e in zip(nodes, edges, strict=True):
         inplace = bool(getattr(module, "inplace", False))
-        ok = _premask_node(fn, module) and (
-            inplace
-            or (
-                wanted[(id(fn.next_functions[0][0]), fn.next_functions[0][1])] == 1
-                and not _saves_output(fn.next_functions[0][0])
-            )
+        ok = e is not None and (
+            inplace or (wanted[(id(e[0]), e[1])] == 1 and not _saves_output(e[0]))
         )
         out.append((module, inplace) if ok else None)
     return out
@@ -1100,45 +1098,48 @@ def _saves_output(node: Any) -> bool:
 
 
 def _premask_node(fn: Any, module: nn.Module | None) -> bool:
-    """The site's output node is the activation's own, fed by a node of this pass."""
-    kind = type(module)
-    if kind not in _PREMASK_NODES or fn is None or type(fn).__name__ != _PREMASK_NODES[kind]:
+    """A gating activation with act(0) = 0 (lo == 0) whose output node is its own, fed by
+    a node of this pass."""
+    gate = _gate_kind(module)
+    if gate is None or gate[0] != 0 or (gate[1] is not None and gate[1] <= 0):
         return False
-    if kind is not nn.ReLU and not (module.min_val == 0 and module.max_val > 0):
+    if fn is None or type(fn).__name__ != gate[2]:
         return False
     return bool(fn.next_functions) and fn.next_functions[0][0] is not None
 
 
-def _premask_ok(module: nn.Module, args: tuple, w: torch.Tensor, ours: set[int]) -> bool:
+def _premask_ok(module: nn.Module, args: tuple, w: torch.Tensor) -> bool:
     """This call's input may be masked in place: one tensor made in this pass (never a
-    leaf such as the caller's input), shaped like the mask, not a view of a tensor that
-    others may read (unless the module overwrites it anyway), and no hook but ours on the
-    module or the whole process that could see the difference."""
+    leaf such as the caller's input), shaped like the mask, and not a view of a tensor
+    that others may read (unless the module overwrites it anyway)."""
     if len(args) != 1 or not isinstance(args[0], torch.Tensor):
         return False
     z = args[0]
-    mm = nn.modules.module
     return (
         z.grad_fn is not None
         and z.shape == w.shape
         and z.dtype == w.dtype
         and z.device == w.device
         and (z._base is None or getattr(module, "inplace", False))
-        and set(module._forward_hooks) <= ours
-        and set(module._forward_pre_hooks) <= ours
-        and not module._backward_hooks
-        and not module._backward_pre_hooks
-        and not mm._global_forward_hooks
-        and not mm._global_forward_pre_hooks
-        and not mm._global_backward_hooks
-        and not mm._global_backward_pre_hooks
     )
 
 
-def _foreign_hooks(model: nn.Module, ours: set[int]) -> bool:
-    """Whether any module of the model has a forward hook or pre-hook that is not ours."""
-    return any(
-        not set(m._forward_hooks) <= ours or not set(m._forward_pre_hooks) <= ours
+def _only_our_hooks(model: nn.Module, ours: set[int]) -> bool:
+    """No hook but ours on any module of the model, and no global module hook: nobody
+    else can hold a site input, or see one change (checked once per pass)."""
+    mm = nn.modules.module
+    if (
+        mm._global_forward_hooks
+        or mm._global_forward_pre_hooks
+        or mm._global_backward_hooks
+        or mm._global_backward_pre_hooks
+    ):
+        return False
+    return all(
+        set(m._forward_hooks) <= ours
+        and set(m._forward_pre_hooks) <= ours
+        and not m._backward_hooks
+        and not m._backward_pre_hooks
         for m in model.modules()
     )
 
@@ -1178,9 +1179,9 @@ def _scale(
     return out * w
 
 
-_CHECKPOINT_HINT = (
-    " (activation checkpointing recomputes the forward during the backward, which "
-    "the explainer's hooks cannot follow: explain the model without it)"
+_CHECKPOINT = (
+    "activation checkpointing recomputes the forward during the backward, which "
+    "the explainer's hooks cannot follow: explain the model without it"
 )
 
 
@@ -1190,7 +1191,7 @@ def _grad(y: torch.Tensor, inputs: Any, **kw: Any) -> tuple[torch.Tensor | None,
     try:
         return torch.autograd.grad(y, inputs, **kw)
     except RuntimeError as e:
-        hint = _CHECKPOINT_HINT if "checkpoint" in str(e) else ""
+        hint = f" ({_CHECKPOINT})" if "checkpoint" in str(e) else ""
         raise ModelError(f"the model's backward pass failed{hint}: {e}") from e
 
 
