@@ -148,6 +148,7 @@ def model_state(model: nn.Module) -> dict:
         "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
         "buffers": {n: b.clone() for n, b in model.named_buffers()},
         "training": {n: m.training for n, m in model.named_modules()},
+        "modules": {n: id(m) for n, m in model.named_modules()},
         "hooks": {
             n: tuple(
                 tuple(getattr(m, d).keys())
@@ -171,6 +172,7 @@ def assert_same_state(before: dict, after: dict) -> None:
     assert before["requires_grad"] == after["requires_grad"]
     assert before["training"] == after["training"]
     assert before["hooks"] == after["hooks"]
+    assert before["modules"] == after["modules"]
     for k in ("params", "buffers"):
         assert before[k].keys() == after[k].keys()
         for n in before[k]:

@@ -21,6 +21,7 @@ from torch import nn
 from ..errors import Cancelled, InputError, InputTypeError, ModelError, OptionError
 from . import memory
 from .affine import AffineShortcut, alpha_batch, sum_rows
+from .fold import BatchNormFolding
 from .layout import SiteLayout
 from .replay import PrefixReplay
 from .select import (
@@ -283,9 +284,15 @@ class PathwayExplainer:
     scopes: tuple[str, ...] = SCOPES
     granularities: tuple[str, ...] = GRANULARITIES
 
-    def __init__(self, model: nn.Module, sites: SiteSpec = None):
+    def __init__(self, model: nn.Module, sites: SiteSpec = None, fold_batchnorm: bool = True):
         self.model = model
         self._modules = resolve_site_modules(model, sites)
+        # eval-mode BatchNorms folded into the convolutions before them, in a twin that
+        # shares every other module with the model (see .fold); _net is what runs
+        self._folding = (
+            BatchNormFolding(model, [m for _, m in self._modules]) if fold_batchnorm else None
+        )
+        self._net: nn.Module = model
         self._module_by_name = dict(self._modules)
         self._in_channels = first_in_channels(model)
         self._protect = False  # set when a model modifies site outputs in place
@@ -325,7 +332,7 @@ class PathwayExplainer:
         x = self._check_input(x)
         progress = _progress_fn(opts["progress"], method)
         try:
-            with self._session() as hooks:
+            with self._session(x) as hooks:
                 logits, acts, grads, tgt, layout, contrib = self._score_pass(
                     hooks, x, target, keep_grads=method == "neuron_intgrad"
                 )
@@ -368,6 +375,7 @@ class PathwayExplainer:
         """The plain gradient of the target logit with respect to the input (N, C, H, W)."""
         x = self._check_input(x)
         with _grad_enabled(), eval_mode(self.model):
+            self._use_net(x)
             xg = x.detach().requires_grad_(True)
             logits = self._forward(xg)
             tgt = self._resolve_target(target, logits)
@@ -377,18 +385,31 @@ class PathwayExplainer:
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the model in eval mode, without gradients (model left as it was)."""
         x = self._check_input(x)
-        with torch.no_grad(), eval_mode(self.model):
-            return self._forward(x)
+        with eval_mode(self.model):
+            self._use_net(x)
+            with torch.no_grad():
+                return self._forward(x)
 
     # ------------------------------------------------------------------ internals
     @contextlib.contextmanager
-    def _session(self) -> Iterator[SiteHooks]:
-        with _grad_enabled(), eval_mode(self.model), SiteHooks(self._modules) as hooks:
-            yield hooks
+    def _session(self, x: torch.Tensor) -> Iterator[SiteHooks]:
+        with _grad_enabled(), eval_mode(self.model):
+            self._use_net(x)
+            with SiteHooks(self._modules) as hooks:
+                yield hooks
+
+    def _use_net(self, x: torch.Tensor) -> None:
+        """Choose what runs (in eval mode): the folded twin when valid, else the model.
+        What was verified on one of them is verified again on a change."""
+        net = self._folding.net(x) if self._folding is not None else self.model
+        if net is not self._net:
+            self._net = net
+            self._premask = None
+            self._broadcast_ok = self._replay_ok = self._broadcast_replay_ok = None
 
     def _forward(self, x: torch.Tensor, batch: int | None = None) -> torch.Tensor:
         try:
-            out = self.model(x)
+            out = self._net(x)
         except (Cancelled, ModelError, InputError):
             raise
         except RuntimeError as e:
@@ -596,7 +617,7 @@ class PathwayExplainer:
         by_name = self._module_by_name
         gate = not self._protect  # the gate keeps the masked output for its backward
         # a user's hook anywhere could hold a site input that would change under it
-        approved = (self._premask or []) if _only_our_hooks(self.model, hooks.ids) else []
+        approved = (self._premask or []) if _only_our_hooks(self._net, hooks.ids) else []
         premasked = [False] * len(masks)
 
         def pre(i: int, module: nn.Module, args: tuple) -> None:
@@ -689,7 +710,7 @@ class PathwayExplainer:
 
     def _at_sparsity(self, e: Explanation, sparsity: float) -> Explanation:
         """A new selection from ``e``'s cached scores and one masked pass."""
-        with self._session() as hooks:
+        with self._session(e.inputs) as hooks:
             hooks.names.extend(e.site_names)
             return self._pathway_pass(
                 hooks,
@@ -736,13 +757,13 @@ class PathwayExplainer:
         with contextlib.ExitStack() as stack:
             replay = None
             if self._replay_ok is not False or (n == 1 and self._broadcast_replay_ok is not False):
-                replay = stack.enter_context(PrefixReplay(self.model, lambda: hooks.count))
+                replay = stack.enter_context(PrefixReplay(self._net, lambda: hooks.count))
                 with torch.no_grad(), replay.recording():
                     self._run(hooks, x, lambda i, name, out: None)
             shortcut = None
             if n == 1:
                 ours = replay.hook_ids if replay is not None else set()
-                shortcut = stack.enter_context(AffineShortcut(self.model, ours))
+                shortcut = stack.enter_context(AffineShortcut(self._net, ours))
             # last site first: the one-time checks of the prefix shortcuts then run where
             # they are cheapest (the shortest suffix)
             for done, i in enumerate(reversed(range(total)), start=1):
