@@ -6,10 +6,17 @@
 
 For each model (224x224, batch 1; random weights for torchvision models, which are
 offline here, the real weights for efficientnet_lite0) it prints the median time of
-the plain input gradient, NeuronMCT + pathway gradient (also at sparsity 0.3 and
+the plain input gradient (autograd on the model as the user has it: ``grad``),
+NeuronMCT + pathway gradient (also at sparsity 0.3 and
 with scope="layer"), ``at_sparsity`` from cached scores, the batch-of-8 ratio, and
 NeuronIntGrad (steps=10) against the straightforward loop of one forward/backward per
 site and alpha (tests/reference.py), with the largest score difference between the two.
+
+The engine runs a twin of the model with its BatchNorms folded into the convolutions
+(engine/fold.py), which also makes its own ``gradient()`` faster than ``grad``. So the
+table also prints NeuronMCT over that folded gradient (``mct/fgrad``: the explanation's
+cost in gradients of the network it runs) and NeuronMCT with folding off
+(``unfolded/grad``), all measured in the same rounds.
 Each model runs in its own process so that the peak resident memory printed is that
 model's.
 """
@@ -80,6 +87,15 @@ def run_one(name: str, repeats: int, naive: bool, device: str, f64: bool = False
 
         return g
 
+    def plain_gradient(inp):
+        """What a user gets from autograd on their own model: the baseline."""
+        xg = inp.detach().requires_grad_(True)
+        logits = model(xg)
+        y = logits.gather(1, logits.argmax(1, keepdim=True)).sum()
+        return torch.autograd.grad(y, xg)[0]
+
+    unfolded = cw.PathwayExplainer(model, fold_batchnorm=False)
+
     e = ex.explain(x, sparsity=0.7)
     res: dict = {
         "model": name,
@@ -89,8 +105,10 @@ def run_one(name: str, repeats: int, naive: bool, device: str, f64: bool = False
     }
     t, paired = _interleaved(
         {
-            "gradient": timed(lambda: ex.gradient(x)),
+            "gradient": timed(lambda: plain_gradient(x)),
             "neuron_mct": timed(lambda: ex.explain(x, sparsity=0.7)),
+            "folded_gradient": timed(lambda: ex.gradient(x)),
+            "unfolded_mct": timed(lambda: unfolded.explain(x, sparsity=0.7)),
             "at_sparsity": timed(lambda: e.at_sparsity(0.9)),
             # settings the widget offers: a low sparsity (the pathway cut among dead
             # neurons' tied zero scores) and the per-layer scope
@@ -100,12 +118,14 @@ def run_one(name: str, repeats: int, naive: bool, device: str, f64: bool = False
         repeats,
     )
     res.update({f"t_{k}": v for k, v in t.items()})
+    res["folded_pairs"] = ex._folding.pairs
     res["q_neuron_mct"] = _quartiles(paired["neuron_mct"])
     xb = torch.cat([x, x.flip(3), x.flip(2), x.roll(16, 3)] * 2)
     tb, paired_b = _interleaved(
         {
-            "gradient_b8": timed(lambda: ex.gradient(xb)),
+            "gradient_b8": timed(lambda: plain_gradient(xb)),
             "neuron_mct_b8": timed(lambda: ex.explain(xb, sparsity=0.7)),
+            "folded_gradient_b8": timed(lambda: ex.gradient(xb)),
         },
         max(2, repeats // 2),
     )
@@ -139,6 +159,10 @@ def _ratios(r: dict) -> dict[str, float]:
     naive = r.get("t_intgrad_naive")
     return {
         "mct": r["t_neuron_mct"] / g,
+        "fgrad": r["t_folded_gradient"] / g,
+        "mct_f": r["t_neuron_mct"] / r["t_folded_gradient"],
+        "unfolded": r["t_unfolded_mct"] / g,
+        "b8_f": r["t_neuron_mct_b8"] / r["t_folded_gradient_b8"],
         "at_sp": r["t_at_sparsity"] / g,
         "s03": r["t_mct_s03"] / g,
         "layer": r["t_mct_layer"] / g,
@@ -250,6 +274,19 @@ def main() -> None:
             f"{r.get('intgrad_max_rel_diff', float('nan')):11.1e} {r['peak_rss_mb']:8.0f}"
         )
     print("targets: mct/grad <= 2.3, at_sp/grad <= 1.2, b8 mct/grad <= 2.3, naive/ours >= 2")
+    print()
+    print("BatchNorm folding (grad: autograd on the user's model; fgrad: the engine's gradient")
+    print("on the folded twin that the explanation also runs; unfolded: fold_batchnorm=False)")
+    print(
+        f"{'model':20} {'pairs':>5} {'fgrad/grad':>10} {'mct/fgrad':>9} "
+        f"{'b8 mct/fgrad':>12} {'unfolded/grad':>13}"
+    )
+    for r in rows:
+        q = r["ratios"]
+        print(
+            f"{r['model']:20} {r['folded_pairs']:5d} {q['fgrad']:10.2f} {q['mct_f']:9.2f} "
+            f"{q['b8_f']:12.2f} {q['unfolded']:13.2f}"
+        )
     print("s0.3: NeuronMCT at sparsity 0.3; layer: scope='layer' at 0.7 (no targets set)")
     if a.processes > 1:
         print(f"medians over {a.processes} processes; each process's mct/grad and b8 mct/grad:")
