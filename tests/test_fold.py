@@ -167,6 +167,16 @@ def test_twin_follows_changes_to_the_model():
     _assert_exact(ex, model, x)
     model.conv.weight.data = model.conv.weight.data * 1.5
     _assert_exact(ex, model, x)
+    # in-place edits through .data bump no version: a sample of the values finds them
+    for p in model.parameters():  # a manual SGD step the old way
+        p.data.add_(
+            torch.randn(p.shape, dtype=p.dtype, generator=torch.Generator().manual_seed(3)),
+            alpha=0.05,
+        )
+    _assert_exact(ex, model, x)
+    model.stem[0].weight.data[2].zero_()  # a pruned filter
+    model.bn.running_var.data.mul_(2.0)
+    _assert_exact(ex, model, x)
     assert ex._net is twin  # all of these refold the same twin
     # a new BatchNorm in place of a folded one, and a changed convolution attribute
     model.bn = nn.BatchNorm2d(8).double().eval()

@@ -1,10 +1,13 @@
 """PathwayExplainer: neuron contributions, critical pathways and the pathway gradient.
 
 Implements Khakzar et al., "Neural Response Interpretation through the Lens of Critical
-Pathways" (CVPR 2021) with hooks on the user's model (no copy). Every public call
-leaves the model exactly as it found it: hooks removed, train/eval flags restored,
-parameters and buffers untouched (gradients are taken with ``torch.autograd.grad``,
-which never writes ``.grad``).
+Pathways" (CVPR 2021) with hooks on the user's activation modules. What runs is the
+model itself or, by default, a twin that shares all its modules but has eval-mode
+BatchNorms folded into the convolutions before them (:mod:`.fold`; the same function,
+one memory pass fewer per BatchNorm each way). Every public call leaves the model
+exactly as it found it: hooks removed, train/eval flags restored, parameters and
+buffers untouched (gradients are taken with ``torch.autograd.grad``, which never
+writes ``.grad``).
 """
 
 from __future__ import annotations
@@ -278,6 +281,10 @@ class PathwayExplainer:
 
     ``sites`` chooses the recorded modules: None (ReLU, ReLU6, LeakyReLU, Hardtanh,
     PReLU), module types, module names, or a predicate ``f(name, module)``.
+    ``fold_batchnorm`` runs a twin with each eval-mode BatchNorm folded into the
+    convolution that feeds it (faster, equal up to float rounding; it follows changes
+    to the model except in-place edits through ``.data``, which PyTorch does not track:
+    pass False to run the model itself).
     """
 
     methods: tuple[str, ...] = METHODS

@@ -41,6 +41,7 @@ _HOOK_DICTS = (
 )
 _SIMPLE = frozenset({int, float, bool, str, tuple, type(None)})
 _MAX_REBUILDS = 8
+_SAMPLE = 256
 
 
 class _ProbeFailed(Exception):
@@ -226,6 +227,10 @@ class BatchNormFolding:
         self._copied: list[nn.Module] = []  # the user's modules that the twin copies
         self._folded: list[tuple[nn.Module, nn.Module, nn.Module]] = []  # conv, bn, copy
         self._values: list | None = None
+        # views of up to _SAMPLE values of each floating tensor of the folded pairs, and
+        # their values at the last fold: edits through ``.data`` bump no version counter
+        self._views: list[torch.Tensor] = []
+        self._sample = torch.empty(0)
         self._dicts: list[dict] = []  # the folded pairs' parameter and buffer dicts
         #: pairs folded in the current twin (0 when the model itself runs)
         self.pairs = 0
@@ -248,7 +253,7 @@ class BatchNormFolding:
         if self._twin is None:
             return self.model
         values = self._value_key()
-        if values != self._values:
+        if values != self._values or not torch.equal(self._sampled(), self._sample):
             self._refold()
             self._values = values
         return self._twin
@@ -280,6 +285,19 @@ class BatchNormFolding:
     def _refold(self) -> None:
         for conv, bn, twin_conv in self._folded:
             _set_folded(twin_conv, conv, bn)
+        self._resample()
+
+    def _sampled(self) -> torch.Tensor:
+        return torch.cat(self._views) if self._views else torch.empty(0)
+
+    def _resample(self) -> None:
+        self._views = [
+            t.detach().view(-1)[:: max(1, t.numel() // _SAMPLE)]
+            for d in self._dicts
+            for t in d.values()
+            if t is not None and t.is_floating_point() and t.is_contiguous() and t.numel()
+        ]
+        self._sample = self._sampled()
 
     def _build(self, x: torch.Tensor) -> None:
         self._structure, self._twin, self._copied, self._folded = True, None, [], []
@@ -355,3 +373,4 @@ class BatchNormFolding:
             d for conv, bn, _ in folded for d in (conv._parameters, bn._parameters, bn._buffers)
         ]
         self._values = self._value_key()
+        self._resample()
