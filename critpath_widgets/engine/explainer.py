@@ -282,9 +282,9 @@ class PathwayExplainer:
     ``sites`` chooses the recorded modules: None (ReLU, ReLU6, LeakyReLU, Hardtanh,
     PReLU), module types, module names, or a predicate ``f(name, module)``.
     ``fold_batchnorm`` runs a twin with each eval-mode BatchNorm folded into the
-    convolution that feeds it (faster, equal up to float rounding; it follows changes
-    to the model except in-place edits through ``.data``, which PyTorch does not track:
-    pass False to run the model itself).
+    convolution that feeds it (faster, equal up to float rounding, following changes to
+    the model; edits of a few single values through ``.data`` may go unseen): pass False
+    to run the model itself.
     """
 
     methods: tuple[str, ...] = METHODS

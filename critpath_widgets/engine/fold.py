@@ -13,10 +13,11 @@ the containers on the way to them are shallow copies with their own child dicts.
 Every other module (the sites among them) is the user's own object, shared, so hooks,
 attributes and parameters are read live. A pair is folded only when one forward pass
 shows the convolution's output going to the BatchNorm and nowhere else; the twin's
-logits are checked against the model's once per build; the folded weights are
-recomputed whenever a tensor they come from changes (its version counter, storage or
-dtype), and the twin is rebuilt when the module tree, a copied module's attributes or
-its hooks change. Anything unexpected leaves the model itself to run.
+logits are checked against the model's once per build. The folded weights are
+recomputed whenever a tensor they come from changes: its identity, version counter or
+storage, or one of up to 256 sampled values (edits through ``.data`` bump no version).
+The twin is rebuilt when a copied module's children, plain attributes or hooks change.
+Anything unexpected leaves the model itself to run.
 """
 
 from __future__ import annotations
