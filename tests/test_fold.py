@@ -31,10 +31,16 @@ def _stats(bn: nn.BatchNorm2d) -> None:
 
 class _SamePad(nn.Conv2d):
     """A convolution subclass with its own forward, like EfficientNet's
-    Conv2dStaticSamePadding: its weight and bias are used as they are, so it folds."""
+    Conv2dStaticSamePadding: its weight and bias are used as they are, so it folds; a
+    symmetric zero padding child moves into the copy's ``padding``."""
+
+    def __init__(self, *args, pad: tuple[int, int, int, int], **kw):
+        super().__init__(*args, **kw)
+        self.static_padding = nn.ZeroPad2d(pad)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.pad(x, (0, 1, 0, 1)), self.weight, self.bias, self.stride)
+        x = self.static_padding(x)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
 
 
 class _StdConv(nn.Conv2d):
@@ -56,8 +62,10 @@ class _FoldNet(nn.Module):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8))
         self.act = nn.ReLU6()
-        self.same = _SamePad(8, 8, 2, stride=2, bias=False)
+        self.same = _SamePad(8, 8, 2, stride=2, bias=False, pad=(0, 1, 0, 1))
         self.bn_same = nn.BatchNorm2d(8)
+        self.same3 = _SamePad(8, 8, 3, bias=False, pad=(1, 1, 1, 1))
+        self.bn_same3 = nn.BatchNorm2d(8)
         self.conv = conv(8, 8, 3, padding=1)
         self.bn = nn.BatchNorm2d(8)
         self.skip_conv = nn.Conv2d(8, 8, 1)  # its output also goes round the BatchNorm
@@ -74,6 +82,7 @@ class _FoldNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.stem(x))
         x = self.act(self.bn_same(self.same(x)))
+        x = self.act(self.bn_same3(self.same3(x)))
         x = self.act(self.bn(self.conv(x)))
         s = self.skip_conv(x)
         x = self.post_relu(self.skip_bn(s) + s)
@@ -109,11 +118,15 @@ def test_folds_exactly_the_pairs_that_may_fold_and_stays_exact():
     before = ref.model_state(model)
     ex = PathwayExplainer(model)
     _assert_exact(ex, model, x)
-    assert ex._folding.pairs == 3  # stem, the subclass, the conv with bias
+    assert ex._folding.pairs == 4  # stem, the two subclasses, the conv with bias
     twin = ex._net
     assert twin is not model
     assert isinstance(twin.stem[1], nn.Identity) and isinstance(twin.bn, nn.Identity)
-    assert isinstance(twin.bn_same, nn.Identity)
+    assert isinstance(twin.bn_same, nn.Identity) and isinstance(twin.bn_same3, nn.Identity)
+    # the symmetric padding moved into the convolution; the asymmetric one stays
+    assert isinstance(twin.same3.static_padding, nn.Identity) and twin.same3.padding == (1, 1)
+    assert twin.same.static_padding is model.same.static_padding and twin.same.padding == (0, 0)
+    assert model.same3.padding == (0, 0)
     for name in ("skip_bn", "bn_after_relu", "bn1d", "act", "post_relu", "skip_conv", "fc"):
         assert getattr(twin, name) is getattr(model, name), name  # shared, not copied
     ref.assert_same_state(before, ref.model_state(model))
@@ -130,6 +143,8 @@ def test_default_model_folds_and_matches_autograd_in_float64():
     ex = PathwayExplainer(model)
     e = _assert_exact(ex, model, x, sparsity=0.7)
     assert ex._folding.pairs == 49  # every BatchNorm of EfficientNet-Lite0
+    # and the 12 symmetric "same" paddings (stride 1) moved into their convolutions
+    assert sum(c.padding != conv.padding for conv, _, c in ex._folding._folded) == 12
     assert bundle.categories[int(e.target)] == "espresso"
 
 
@@ -138,8 +153,8 @@ def test_weight_standardising_convolution_is_not_folded():
     ex = PathwayExplainer(model)
     x = rand_x(2)
     _assert_exact(ex, model, x)
-    # the stem and the subclass still fold; the standardising one stays as it is
-    assert ex._folding.pairs == 2
+    # the stem and the subclasses still fold; the standardising one stays as it is
+    assert ex._folding.pairs == 3
     assert ex._net.conv is model.conv and ex._net.bn is model.bn
 
 
@@ -182,10 +197,10 @@ def test_twin_follows_changes_to_the_model():
     model.bn = nn.BatchNorm2d(8).double().eval()
     _stats(model.bn)
     _assert_exact(ex, model, x)
-    assert ex._net is not twin and ex._folding.pairs == 3
+    assert ex._net is not twin and ex._folding.pairs == 4
     model.same.stride = (1, 1)
     _assert_exact(ex, model, rand_x(2, 8))
-    assert ex._folding.pairs == 3
+    assert ex._folding.pairs == 4
 
 
 def test_user_hooks_turn_folding_off_and_still_fire():
@@ -200,7 +215,7 @@ def test_user_hooks_turn_folding_off_and_still_fire():
     assert ex._net is model and seen  # the hooked BatchNorm really ran
     h.remove()
     _assert_exact(ex, model, x)
-    assert ex._net is not model and ex._folding.pairs == 3
+    assert ex._net is not model and ex._folding.pairs == 4
     g = nn.modules.module.register_module_forward_hook(lambda m, a, o: None)
     try:
         ex.explain(x)
@@ -217,7 +232,7 @@ def test_site_that_contains_a_pair_is_not_copied():
     e = ex.explain(x, sparsity=0.5)
     assert e.site_names[0] == "stem"
     assert ex._net.stem is model.stem
-    assert ex._folding.pairs == 2  # the subclass and the conv with bias
+    assert ex._folding.pairs == 3  # the subclasses and the conv with bias
 
 
 def test_fold_batchnorm_false_runs_the_model_itself():

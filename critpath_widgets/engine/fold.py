@@ -101,11 +101,12 @@ def _edge_counts(root: Any) -> Counter:
 
 def find_pairs(
     model: nn.Module, x: torch.Tensor, skip: set[int]
-) -> tuple[list[tuple[nn.Module, nn.Module, tuple, torch.Tensor]], Any]:
-    """(convolution, BatchNorm, the convolution's inputs, the BatchNorm's output) for
-    each pair where one eval-mode forward on ``x`` shows the BatchNorm reading the
-    convolution's untouched output and nothing else reading it; also returns that
-    forward's logits. Modules whose id is in ``skip`` are left out."""
+) -> tuple[list[tuple[nn.Module, nn.Module, tuple, torch.Tensor, nn.Module | None]], Any]:
+    """Each (convolution, BatchNorm) pair where one eval-mode forward on ``x`` shows the
+    BatchNorm reading the convolution's untouched output and nothing else reading it,
+    with the convolution's inputs, the BatchNorm's output and the zero padding inside
+    the convolution that could move into it (or None); also that forward's logits.
+    Modules whose id is in ``skip`` are left out."""
     convs = [m for m in model.modules() if _foldable_conv(m) and id(m) not in skip]
     bns = [m for m in model.modules() if _foldable_bn(m) and id(m) not in skip]
     if not convs or not bns:
@@ -133,9 +134,18 @@ def find_pairs(
     def bn_hook(m: nn.Module, args: tuple, out: Any) -> None:
         outs[id(m)] = out.detach().clone() if isinstance(out, torch.Tensor) else out
 
+    pad_nodes: dict[Any, nn.Module] = {}  # the autograd node of each zero padding's output
+
+    def pad_hook(m: nn.Module, args: tuple, out: Any) -> None:
+        calls[id(m)] += 1
+        if isinstance(out, torch.Tensor) and out.grad_fn is not None:
+            pad_nodes[out.grad_fn] = m
+
     handles = [c.register_forward_hook(conv_hook) for c in convs]
     handles += [b.register_forward_pre_hook(bn_pre) for b in bns]
     handles += [b.register_forward_hook(bn_hook) for b in bns]
+    pads = [m for m in model.modules() if type(m) is nn.ZeroPad2d and id(m) not in skip]
+    handles += [p.register_forward_hook(pad_hook) for p in pads]
     try:
         with torch.enable_grad():
             logits = model(x.detach().requires_grad_(True))
@@ -160,8 +170,34 @@ def find_pairs(
             and conv.out_channels == bn.num_features
             and isinstance(outs.get(id(bn)), torch.Tensor)
         ):
-            pairs.append((conv, bn, args, outs[id(bn)]))
+            # a zero padding inside the convolution that only it reads (TF-style "same"
+            # padding, as in EfficientNet's Conv2dStaticSamePadding)
+            inp = node.next_functions[0][0] if node.next_functions else None
+            pad = pad_nodes.get(inp) if inp is not None else None
+            if pad is not None and (
+                calls[id(pad)] != 1 or edges[inp] != 1 or all(c is not pad for c in conv.children())
+            ):
+                pad = None
+            pairs.append((conv, bn, args, outs[id(bn)], pad))
     return pairs, logits.detach()
+
+
+def _absorb_pad(c: nn.Module, pad: nn.Module) -> bool:
+    """Move a symmetric zero padding child of convolution copy ``c`` into its own
+    ``padding`` (one copy of the input fewer, forward and backward)."""
+    left, right, top, bottom = pad.padding
+    if (
+        left != right
+        or top != bottom
+        or c.padding_mode != "zeros"
+        or isinstance(c.padding, str)
+        or len(c.padding) != 2
+    ):
+        return False
+    name = next(k for k, ch in c._modules.items() if ch is pad)
+    c._modules[name] = nn.Identity()
+    c.padding = (c.padding[0] + top, c.padding[1] + left)
+    return True
 
 
 def _close(got: Any, want: torch.Tensor) -> bool:
@@ -322,12 +358,19 @@ class BatchNormFolding:
         # standardisation, fails here and stays unfolded)
         bn_of: dict[int, nn.Module] = {}
         copies: dict[int, nn.Module] = {}
+        absorbed: dict[int, nn.Module] = {}  # convolution -> its zero padding, now inside
         with torch.no_grad():
-            for conv, bn, args, out in pairs:
-                c = _fresh(conv)
-                _set_folded(c, conv, bn)
-                if _close(c(*args), out):
-                    bn_of[id(conv)], copies[id(conv)] = bn, c
+            for conv, bn, args, out, pad in pairs:
+                for p in (pad, None) if pad is not None else (None,):
+                    c = _fresh(conv)
+                    _set_folded(c, conv, bn)
+                    if p is not None and not _absorb_pad(c, p):
+                        continue
+                    if _close(c(*args), out):
+                        bn_of[id(conv)], copies[id(conv)] = bn, c
+                        if p is not None:
+                            absorbed[id(conv)] = p
+                        break
         if not copies:
             return
         folded_bns = {id(bn) for bn in bn_of.values()}
@@ -347,6 +390,8 @@ class BatchNormFolding:
                 new = copies[id(m)]
                 folded.append((m, bn_of[id(m)], new))
                 copied.append(m)
+                if id(m) in absorbed:
+                    copied.append(absorbed[id(m)])
             else:
                 children = {k: rebuild(c) if c is not None else None for k, c in m._modules.items()}
                 if all(children[k] is c for k, c in m._modules.items()):
