@@ -1,5 +1,7 @@
 """Pathway selection alone, as a share of the plain gradient, on one model's real scores.
 
+(The gradient is ``explainer.gradient``, on the BatchNorm-folded twin the engine runs.)
+
     python benchmarks/bench_selection.py                       # efficientnet_lite0, batch 1
     python benchmarks/bench_selection.py --model resnet50 --batch 8
 
