@@ -101,42 +101,70 @@ def _edge_counts(root: Any) -> Counter:
 
 def find_pairs(
     model: nn.Module, x: torch.Tensor, skip: set[int]
-) -> tuple[list[tuple[nn.Module, nn.Module, tuple, torch.Tensor, nn.Module | None]], Any]:
-    """Each (convolution, BatchNorm) pair where one eval-mode forward on ``x`` shows the
-    BatchNorm reading the convolution's untouched output and nothing else reading it,
-    with the convolution's inputs, the BatchNorm's output and the zero padding inside
-    the convolution that could move into it (or None); also that forward's logits.
-    Modules whose id is in ``skip`` are left out."""
+) -> tuple[list[tuple[nn.Module, nn.Module, nn.Module, nn.Module | None]], Any]:
+    """Fold what one eval-mode forward on ``x`` shows may fold; also that forward's logits.
+
+    A (convolution, BatchNorm) pair qualifies when the BatchNorm reads the convolution's
+    untouched output and nothing else reads it, and when a folded copy of the
+    convolution, run on the convolution's inputs right after the BatchNorm, gives the
+    BatchNorm's output (a convolution that is not a plain one, say with weight
+    standardisation, fails here). Returns (convolution, BatchNorm, folded copy, the zero
+    padding moved into the copy or None) per pair. Modules whose id is in ``skip`` are
+    left out.
+    """
     convs = [m for m in model.modules() if _foldable_conv(m) and id(m) not in skip]
     bns = [m for m in model.modules() if _foldable_bn(m) and id(m) not in skip]
     if not convs or not bns:
         return [], None
+    pads = [m for m in model.modules() if type(m) is nn.ZeroPad2d and id(m) not in skip]
     calls: Counter = Counter()
-    made: dict[int, tuple[nn.Module, Any, int, tuple]] = {}  # id(output) -> conv, node, ...
-    fed: dict[int, tuple[nn.Module, Any, int, tuple] | None] = {}
-    outs: dict[int, Any] = {}
+    checking = [False]  # our own copies are running: not the model's calls
+    made: dict[int, tuple] = {}  # id(conv output) -> conv, node, version, inputs, versions
+    fed: dict[int, tuple | None] = {}  # id(bn) -> the conv call it read
+    checked: dict[int, tuple] = {}  # id(bn) -> (plain copy or None, (copy, pad) or None)
+    pad_nodes: dict[Any, nn.Module] = {}  # the autograd node of each zero padding's output
+
+    def versions(args: tuple) -> tuple:
+        return tuple(a._version if isinstance(a, torch.Tensor) else None for a in args)
 
     def conv_hook(m: nn.Module, args: tuple, out: Any) -> None:
         calls[id(m)] += 1
         if isinstance(out, torch.Tensor):
-            # copies: later in-place operations (an in-place ReLU) must not change them
-            kept = tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args)
-            made[id(out)] = (m, out.grad_fn, out._version, kept)
+            made[id(out)] = (m, out.grad_fn, out._version, args, versions(args))
 
     def bn_pre(m: nn.Module, args: tuple) -> None:
         calls[id(m)] += 1
         z = args[0] if args else None
         src = made.get(id(z)) if isinstance(z, torch.Tensor) else None
-        if src is not None and (src[1] is not z.grad_fn or src[2] != z._version):
-            src = None  # changed in place between the two
+        if src is not None and (
+            src[1] is not z.grad_fn or src[2] != z._version or versions(src[3]) != src[4]
+        ):
+            src = None  # changed in place in between
         fed[id(m)] = src
 
     def bn_hook(m: nn.Module, args: tuple, out: Any) -> None:
-        outs[id(m)] = out.detach().clone() if isinstance(out, torch.Tensor) else out
-
-    pad_nodes: dict[Any, nn.Module] = {}  # the autograd node of each zero padding's output
+        src = fed.get(id(m))
+        if src is None or not isinstance(out, torch.Tensor):
+            return
+        conv, cargs, want = src[0], src[3], out.detach()
+        checking[0] = True
+        try:
+            with torch.no_grad():
+                plain = _folded_copy(conv, m)
+                plain = plain if _close(plain(*cargs), want) else None
+                padded = None
+                pad = next((c for c in conv.children() if type(c) is nn.ZeroPad2d), None)
+                if pad is not None:
+                    c = _folded_copy(conv, m)
+                    if _absorb_pad(c, pad) and _close(c(*cargs), want):
+                        padded = (c, pad)
+        finally:
+            checking[0] = False
+        checked[id(m)] = (plain, padded)
 
     def pad_hook(m: nn.Module, args: tuple, out: Any) -> None:
+        if checking[0]:
+            return
         calls[id(m)] += 1
         if isinstance(out, torch.Tensor) and out.grad_fn is not None:
             pad_nodes[out.grad_fn] = m
@@ -144,7 +172,6 @@ def find_pairs(
     handles = [c.register_forward_hook(conv_hook) for c in convs]
     handles += [b.register_forward_pre_hook(bn_pre) for b in bns]
     handles += [b.register_forward_hook(bn_hook) for b in bns]
-    pads = [m for m in model.modules() if type(m) is nn.ZeroPad2d and id(m) not in skip]
     handles += [p.register_forward_hook(pad_hook) for p in pads]
     try:
         with torch.enable_grad():
@@ -162,23 +189,26 @@ def find_pairs(
         src = fed.get(id(bn))
         if src is None or calls[id(bn)] != 1:
             continue
-        conv, node, _, args = src
-        if (
+        conv, node = src[0], src[1]
+        if not (
             calls[id(conv)] == 1
             and node is not None
             and edges[node] == 1
             and conv.out_channels == bn.num_features
-            and isinstance(outs.get(id(bn)), torch.Tensor)
         ):
-            # a zero padding inside the convolution that only it reads (TF-style "same"
-            # padding, as in EfficientNet's Conv2dStaticSamePadding)
+            continue
+        plain, padded = checked.get(id(bn), (None, None))
+        if padded is not None:
+            # the padding is read by this convolution alone (TF-style "same" padding, as
+            # in EfficientNet's Conv2dStaticSamePadding)
             inp = node.next_functions[0][0] if node.next_functions else None
-            pad = pad_nodes.get(inp) if inp is not None else None
-            if pad is not None and (
-                calls[id(pad)] != 1 or edges[inp] != 1 or all(c is not pad for c in conv.children())
-            ):
-                pad = None
-            pairs.append((conv, bn, args, outs[id(bn)], pad))
+            pad = padded[1]
+            if inp is not None and pad_nodes.get(inp) is pad and calls[id(pad)] == 1:
+                if edges[inp] == 1:
+                    pairs.append((conv, bn, padded[0], pad))
+                    continue
+        if plain is not None:
+            pairs.append((conv, bn, plain, None))
     return pairs, logits.detach()
 
 
@@ -210,7 +240,8 @@ def _close(got: Any, want: torch.Tensor) -> bool:
 
 
 def _fold(conv: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """The folded weight and bias (computed in float64, returned in the weight's dtype)."""
+    """The folded weight and bias in the weight's dtype (the per-channel factors and the
+    bias computed in float64; the weight takes one rounding, its product with them)."""
     w = conv.weight.detach()
     f64 = torch.float64
     s = torch.rsqrt(bn.running_var.detach().to(f64) + bn.eps)
@@ -223,7 +254,14 @@ def _fold(conv: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     if bn.bias is not None:
         b = b + bn.bias.detach().to(f64)
     shape = (-1,) + (1,) * (w.dim() - 1)
-    return (w.to(f64) * s.view(shape)).to(w.dtype), b.to(w.dtype)
+    return w * s.to(w.dtype).view(shape), b.to(w.dtype)
+
+
+def _folded_copy(conv: nn.Module, bn: nn.Module) -> nn.Module:
+    """A copy of ``conv`` with ``bn`` folded in."""
+    c = _fresh(conv)
+    _set_folded(c, conv, bn)
+    return c
 
 
 def _set_folded(copy_: nn.Module, conv: nn.Module, bn: nn.Module) -> None:
@@ -353,24 +391,9 @@ class BatchNormFolding:
         if not any(_foldable_bn(m) for m in self.model.modules()):
             return
         pairs, want = find_pairs(self.model, x, keep)
-        # each pair on its own: the folded copy must give the BatchNorm's output from the
-        # convolution's input (a convolution that is not a plain one, say with weight
-        # standardisation, fails here and stays unfolded)
-        bn_of: dict[int, nn.Module] = {}
-        copies: dict[int, nn.Module] = {}
-        absorbed: dict[int, nn.Module] = {}  # convolution -> its zero padding, now inside
-        with torch.no_grad():
-            for conv, bn, args, out, pad in pairs:
-                for p in (pad, None) if pad is not None else (None,):
-                    c = _fresh(conv)
-                    _set_folded(c, conv, bn)
-                    if p is not None and not _absorb_pad(c, p):
-                        continue
-                    if _close(c(*args), out):
-                        bn_of[id(conv)], copies[id(conv)] = bn, c
-                        if p is not None:
-                            absorbed[id(conv)] = p
-                        break
+        bn_of = {id(conv): bn for conv, bn, _, _ in pairs}
+        copies = {id(conv): c for conv, _, c, _ in pairs}
+        absorbed = {id(conv): pad for conv, _, _, pad in pairs if pad is not None}
         if not copies:
             return
         folded_bns = {id(bn) for bn in bn_of.values()}
