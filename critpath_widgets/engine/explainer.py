@@ -24,7 +24,7 @@ from torch import nn
 from ..errors import Cancelled, InputError, InputTypeError, ModelError, OptionError
 from . import memory
 from .affine import AffineShortcut, alpha_batch, sum_rows
-from .fold import BatchNormFolding
+from .fold import BatchNormFolding, global_hooks
 from .layout import SiteLayout
 from .replay import PrefixReplay
 from .select import (
@@ -1155,13 +1155,7 @@ def _premask_ok(module: nn.Module, args: tuple, w: torch.Tensor) -> bool:
 def _only_our_hooks(model: nn.Module, ours: set[int]) -> bool:
     """No hook but ours on any module of the model, and no global module hook: nobody
     else can hold a site input, or see one change (checked once per pass)."""
-    mm = nn.modules.module
-    if (
-        mm._global_forward_hooks
-        or mm._global_forward_pre_hooks
-        or mm._global_backward_hooks
-        or mm._global_backward_pre_hooks
-    ):
+    if global_hooks():
         return False
     return all(
         set(m._forward_hooks) <= ours
