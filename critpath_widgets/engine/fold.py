@@ -244,8 +244,8 @@ def _close(got: Any, want: torch.Tensor) -> bool:
 
 
 def _fold(conv: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """The folded weight and bias in the weight's dtype (the per-channel factors and the
-    bias computed in float64; the weight takes one rounding, its product with them)."""
+    """The folded weight and bias, computed in float64 and rounded once to the weight's
+    dtype (so as close to the exact fold as that dtype allows)."""
     w = conv.weight.detach()
     f64 = torch.float64
     s = torch.rsqrt(bn.running_var.detach().to(f64) + bn.eps)
@@ -258,7 +258,7 @@ def _fold(conv: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     if bn.bias is not None:
         b = b + bn.bias.detach().to(f64)
     shape = (-1,) + (1,) * (w.dim() - 1)
-    return w * s.to(w.dtype).view(shape), b.to(w.dtype)
+    return (w.to(f64) * s.view(shape)).to(w.dtype), b.to(w.dtype)
 
 
 def _folded_copy(conv: nn.Module, bn: nn.Module) -> nn.Module:
