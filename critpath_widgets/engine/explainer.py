@@ -25,6 +25,7 @@ from ..errors import Cancelled, InputError, InputTypeError, ModelError, OptionEr
 from . import memory
 from .affine import AffineShortcut, alpha_batch, sum_rows
 from .fold import BatchNormFolding, global_hooks
+from .graph import edge_counts
 from .layout import SiteLayout
 from .replay import PrefixReplay
 from .select import (
@@ -381,8 +382,7 @@ class PathwayExplainer:
     ) -> torch.Tensor:
         """The plain gradient of the target logit with respect to the input (N, C, H, W)."""
         x = self._check_input(x)
-        with _grad_enabled(), eval_mode(self.model):
-            self._use_net(x)
+        with _grad_enabled(), self._running(x):
             xg = x.detach().requires_grad_(True)
             logits = self._forward(xg)
             tgt = self._resolve_target(target, logits)
@@ -392,27 +392,26 @@ class PathwayExplainer:
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the model in eval mode, without gradients (model left as it was)."""
         x = self._check_input(x)
-        with eval_mode(self.model):
-            self._use_net(x)
-            with torch.no_grad():
-                return self._forward(x)
+        with self._running(x), torch.no_grad():
+            return self._forward(x)
 
     # ------------------------------------------------------------------ internals
     @contextlib.contextmanager
     def _session(self, x: torch.Tensor) -> Iterator[SiteHooks]:
-        with _grad_enabled(), eval_mode(self.model):
-            self._use_net(x)
-            with SiteHooks(self._modules) as hooks:
-                yield hooks
+        with _grad_enabled(), self._running(x), SiteHooks(self._modules) as hooks:
+            yield hooks
 
-    def _use_net(self, x: torch.Tensor) -> None:
-        """Choose what runs (in eval mode): the folded twin when valid, else the model.
-        What was verified on one of them is verified again on a change."""
-        net = self._folding.net(x) if self._folding is not None else self.model
-        if net is not self._net:
-            self._net = net
-            self._premask = None
-            self._broadcast_ok = self._replay_ok = self._broadcast_replay_ok = None
+    @contextlib.contextmanager
+    def _running(self, x: torch.Tensor) -> Iterator[None]:
+        """Eval mode, and ``_net`` set to what runs for ``x``: the folded twin when valid,
+        else the model. What was verified on one of them is verified again on a change."""
+        with eval_mode(self.model):
+            net = self._folding.net(x) if self._folding is not None else self.model
+            if net is not self._net:
+                self._net = net
+                self._premask = None
+                self._broadcast_ok = self._replay_ok = self._broadcast_replay_ok = None
+            yield
 
     def _forward(self, x: torch.Tensor, batch: int | None = None) -> torch.Tensor:
         try:
@@ -1094,26 +1093,11 @@ def _premask_sites(
     """
     # the edge from each candidate activation to its input's node
     edges = [fn.next_functions[0] if _premask_node(fn, m) else None for fn, m in nodes]
-    wanted = {(id(e[0]), e[1]): 0 for e in edges if e is not None}
-    seen: set[int] = set()
-    stack = [logits.grad_fn] if logits.grad_fn is not None else []
-    while stack:  # count every edge into the activations' inputs, over the whole graph
-        node = stack.pop()
-        for nxt, nr in node.next_functions:
-            if nxt is None:
-                continue
-            key = (id(nxt), nr)
-            if key in wanted:
-                wanted[key] += 1
-            if id(nxt) not in seen:
-                seen.add(id(nxt))
-                stack.append(nxt)
+    counts = edge_counts(logits.grad_fn)  # readers of every output in the graph
     out: list[tuple[nn.Module, bool] | None] = []
     for (_fn, module), e in zip(nodes, edges, strict=True):
         inplace = bool(getattr(module, "inplace", False))
-        ok = e is not None and (
-            inplace or (wanted[(id(e[0]), e[1])] == 1 and not _saves_output(e[0]))
-        )
+        ok = e is not None and (inplace or (counts[e] == 1 and not _saves_output(e[0])))
         out.append((module, inplace) if ok else None)
     return out
 

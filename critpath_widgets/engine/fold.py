@@ -28,10 +28,12 @@ from __future__ import annotations
 import copy
 import operator
 from collections import Counter, OrderedDict
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+
+from .graph import edge_counts
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _HOOK_DICTS = (
@@ -66,7 +68,10 @@ def _foldable_bn(m: nn.Module) -> bool:
 
 
 def _hooked(m: nn.Module) -> bool:
-    return any(getattr(m, d, None) for d in _HOOK_DICTS)
+    """Any hook on the module (the other hook dicts only annotate these ones' entries)."""
+    return bool(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+    )
 
 
 def global_hooks() -> bool:
@@ -88,19 +93,14 @@ def _snapshot(m: nn.Module) -> tuple[Any, tuple]:
     return get, get(vars(m))
 
 
-def _edge_counts(root: Any) -> Counter:
-    """How many graph edges point at each autograd node reachable from ``root``."""
-    counts: Counter = Counter()
-    seen, stack = {root}, [root]
-    while stack:
-        for nxt, _ in stack.pop().next_functions:
-            if nxt is None:
-                continue
-            counts[nxt] += 1
-            if nxt not in seen:
-                seen.add(nxt)
-                stack.append(nxt)
-    return counts
+class _ConvCall(NamedTuple):
+    """A convolution call seen by the probe, as the BatchNorm after it will check it."""
+
+    conv: nn.Module
+    edge: tuple  # (autograd node, output index) of its output
+    version: int  # of its output
+    args: tuple
+    arg_versions: tuple
 
 
 def find_pairs(
@@ -123,8 +123,8 @@ def find_pairs(
     pads = [m for m in model.modules() if type(m) is nn.ZeroPad2d and id(m) not in skip]
     calls: Counter = Counter()
     checking = [False]  # our own copies are running: not the model's calls
-    made: dict[int, tuple] = {}  # id(conv output) -> conv, node, version, inputs, versions
-    fed: dict[int, tuple | None] = {}  # id(bn) -> the conv call it read
+    made: dict[int, _ConvCall] = {}  # by id of the output
+    fed: dict[int, _ConvCall | None] = {}  # id(bn) -> the conv call it read
     checked: dict[int, tuple] = {}  # id(bn) -> (plain copy or None, (copy, pad) or None)
     pad_nodes: dict[Any, nn.Module] = {}  # the autograd node of each zero padding's output
 
@@ -134,14 +134,17 @@ def find_pairs(
     def conv_hook(m: nn.Module, args: tuple, out: Any) -> None:
         calls[id(m)] += 1
         if isinstance(out, torch.Tensor):
-            made[id(out)] = (m, out.grad_fn, out._version, args, versions(args))
+            edge = (out.grad_fn, out.output_nr)
+            made[id(out)] = _ConvCall(m, edge, out._version, args, versions(args))
 
     def bn_pre(m: nn.Module, args: tuple) -> None:
         calls[id(m)] += 1
         z = args[0] if args else None
         src = made.get(id(z)) if isinstance(z, torch.Tensor) else None
         if src is not None and (
-            src[1] is not z.grad_fn or src[2] != z._version or versions(src[3]) != src[4]
+            src.edge[0] is not z.grad_fn
+            or src.version != z._version
+            or versions(src.args) != src.arg_versions
         ):
             src = None  # changed in place in between
         fed[id(m)] = src
@@ -150,7 +153,7 @@ def find_pairs(
         src = fed.get(id(m))
         if src is None or not isinstance(out, torch.Tensor):
             return
-        conv, cargs, want = src[0], src[3], out.detach()
+        conv, cargs, want = src.conv, src.args, out.detach()
         checking[0] = True
         try:
             with torch.no_grad():
@@ -187,17 +190,17 @@ def find_pairs(
             h.remove()
     if not isinstance(logits, torch.Tensor) or logits.grad_fn is None:
         return [], logits
-    edges = _edge_counts(logits.grad_fn)
+    edges = edge_counts(logits.grad_fn)
     pairs = []
     for bn in bns:
         src = fed.get(id(bn))
         if src is None or calls[id(bn)] != 1:
             continue
-        conv, node = src[0], src[1]
+        conv, (node, _) = src.conv, src.edge
         if not (
             calls[id(conv)] == 1
             and node is not None
-            and edges[node] == 1
+            and edges[src.edge] == 1
             and conv.out_channels == bn.num_features
         ):
             continue
@@ -205,12 +208,11 @@ def find_pairs(
         if padded is not None:
             # the padding is read by this convolution alone (TF-style "same" padding, as
             # in EfficientNet's Conv2dStaticSamePadding)
-            inp = node.next_functions[0][0] if node.next_functions else None
+            inp = node.next_functions[0] if node.next_functions else (None, 0)
             pad = padded[1]
-            if inp is not None and pad_nodes.get(inp) is pad and calls[id(pad)] == 1:
-                if edges[inp] == 1:
-                    pairs.append((conv, bn, padded[0], pad))
-                    continue
+            if pad_nodes.get(inp[0]) is pad and calls[id(pad)] == 1 and edges[inp] == 1:
+                pairs.append((conv, bn, padded[0], pad))
+                continue
         if plain is not None:
             pairs.append((conv, bn, plain, None))
     return pairs, logits.detach()
@@ -303,7 +305,6 @@ class BatchNormFolding:
         self._watch: list[tuple[nn.Module, Any, tuple, tuple]] = []
         self._waiting: list[nn.Module] = []  # hooked modules that keep the twin off
         self._twin: nn.Module | None = None
-        self._copied: list[nn.Module] = []  # the user's modules that the twin copies
         self._folded: list[tuple[nn.Module, nn.Module, nn.Module]] = []  # conv, bn, copy
         self._values: list | None = None
         # views of up to _SAMPLE values of each floating tensor of the folded pairs, and
@@ -311,8 +312,11 @@ class BatchNormFolding:
         self._views: list[torch.Tensor] = []
         self._sample = torch.empty(0)
         self._dicts: list[dict] = []  # the folded pairs' parameter and buffer dicts
-        #: pairs folded in the current twin (0 when the model itself runs)
-        self.pairs = 0
+
+    @property
+    def pairs(self) -> int:
+        """Pairs folded in the current twin (0 when the model itself runs)."""
+        return len(self._folded) if self._twin is not None else 0
 
     def net(self, x: torch.Tensor) -> nn.Module:
         """The module to run for input ``x`` (in eval mode, gradients enabled): the twin
@@ -340,9 +344,7 @@ class BatchNormFolding:
     def _stale(self) -> bool:
         """A hook on a module the twin replaces, or a changed attribute or child of one."""
         for m, get, snap, children in self._watch:
-            if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks:
-                return True
-            if m._backward_pre_hooks or tuple(m._modules.values()) != children:
+            if _hooked(m) or tuple(m._modules.values()) != children:
                 return True
             try:
                 if get(m.__dict__) != snap:
@@ -379,28 +381,24 @@ class BatchNormFolding:
         self._sample = self._sampled()
 
     def _build(self, x: torch.Tensor) -> None:
-        self._built, self._twin, self._copied, self._folded = True, None, [], []
-        self._values, self.pairs = None, 0
+        self._built, self._twin, self._folded, self._watch = True, None, [], []
         try:
             self._try_build(x)
         except _ProbeFailed:  # the model failed on this input: its pass will say why
             self._built = False  # and the next call tries again
             self._rebuilds -= 1
         except Exception:  # an unusual model: run it as it is
-            self._twin, self._copied, self._folded, self.pairs = None, [], [], 0
-        self._watch = [(m, *_snapshot(m), tuple(m._modules.values())) for m in self._copied]
+            self._twin, self._folded, self._watch = None, [], []
 
     def _try_build(self, x: torch.Tensor) -> None:
         keep = self._keep
         if not any(_foldable_bn(m) for m in self.model.modules()):
             return
         pairs, want = find_pairs(self.model, x, keep)
-        bn_of = {id(conv): bn for conv, bn, _, _ in pairs}
-        copies = {id(conv): c for conv, _, c, _ in pairs}
-        absorbed = {id(conv): pad for conv, _, _, pad in pairs if pad is not None}
-        if not copies:
+        if not pairs:
             return
-        folded_bns = {id(bn) for bn in bn_of.values()}
+        by_conv = {id(p[0]): p for p in pairs}  # conv -> (conv, bn, folded copy, pad)
+        folded_bns = {id(p[1]) for p in pairs}
         memo: dict[int, nn.Module] = {}
         copied: list[nn.Module] = []
         folded: list[tuple[nn.Module, nn.Module, nn.Module]] = []
@@ -413,12 +411,10 @@ class BatchNormFolding:
             elif id(m) in folded_bns:
                 new = nn.Identity()
                 copied.append(m)  # watched: a hook or attribute change rebuilds the twin
-            elif id(m) in copies:
-                new = copies[id(m)]
-                folded.append((m, bn_of[id(m)], new))
-                copied.append(m)
-                if id(m) in absorbed:
-                    copied.append(absorbed[id(m)])
+            elif id(m) in by_conv:
+                _, bn, new, pad = by_conv[id(m)]
+                folded.append((m, bn, new))
+                copied.extend([m] if pad is None else [m, pad])
             else:
                 children = {k: rebuild(c) if c is not None else None for k, c in m._modules.items()}
                 if all(children[k] is c for k, c in m._modules.items()):
@@ -440,8 +436,8 @@ class BatchNormFolding:
             got = twin(x)
         if not _close(got, want):
             return  # the model reaches a replaced module some other way: run it as it is
-        self._copied, self._folded = copied, folded
-        self._twin, self.pairs = twin, len(folded)
+        self._twin, self._folded = twin, folded
+        self._watch = [(m, *_snapshot(m), tuple(m._modules.values())) for m in copied]
         self._dicts = [
             d for conv, bn, _ in folded for d in (conv._parameters, bn._parameters, bn._buffers)
         ]
