@@ -1228,7 +1228,10 @@ def test_activation_on_the_input_leaves_the_callers_tensor_alone():
 
 def test_recycled_buffers_are_reused_only_once_free(monkeypatch):
     """A mapping is handed out again only after every tensor and view made from it is
-    gone; free ones beyond the idle budget are unmapped."""
+    gone (also one kept alive by a reference cycle until the cycle is collected); free
+    ones beyond the idle budget are unmapped."""
+    import gc
+
     from critpath_widgets.engine import memory
 
     monkeypatch.setattr(memory, "RECYCLE_BYTES", 1024)
@@ -1238,18 +1241,38 @@ def test_recycled_buffers_are_reused_only_once_free(monkeypatch):
     ptr = a.data_ptr()
     view = a[1:]  # a view keeps the mapping busy
     del a
+    gc.collect()
     b = memory.empty((64, 64), torch.float32)
     assert b.data_ptr() != ptr
     del view
+    gc.collect()
     c = memory.empty((64, 64), torch.float32)
     assert c.data_ptr() == ptr  # free again: reused, not mapped afresh
     d = memory.empty((16, 1024), torch.uint8)  # same byte size, other dtype and shape
     assert d.data_ptr() not in (ptr, c.data_ptr()) and d.shape == (16, 1024)
     del b, c, d
-    assert memory.idle_bytes() >= 3 * 64 * 64 * 4
+    gc.collect()
+    assert memory.idle_bytes() == 3 * 64 * 64 * 4
+
+    cycle: list = [memory.empty((64, 64), torch.float32)]
+    cycle.append(cycle)  # reachable only through a cycle once the name goes
+    held = cycle[0].data_ptr()
+    gc.disable()
+    try:
+        del cycle
+        taken = [memory.empty((64, 64), torch.float32) for _ in range(4)]
+        assert held not in [t.data_ptr() for t in taken]  # the cycle still holds it
+    finally:
+        gc.enable()
+    del taken
+    gc.collect()
+
+    memory.release()
     monkeypatch.setattr(memory, "IDLE_BYTES", 64 * 64 * 4)
-    memory.empty((10, 1000), torch.float32)  # a new size: trims the idle ones first
-    assert memory.idle_bytes() <= 64 * 64 * 4 + 10 * 1000 * 4
+    e, f = memory.empty((64, 64), torch.float32), memory.empty((64, 64), torch.float32)
+    del e, f
+    gc.collect()
+    assert memory.idle_bytes() == 64 * 64 * 4  # the second one was over the budget
     assert memory.release() > 0 and memory.idle_bytes() == 0
 
 
