@@ -13,6 +13,7 @@ from .engine import Explanation, Pathway, PathwayExplainer
 from .errors import (
     Cancelled,
     CritpathError,
+    FoldingWarning,
     InputError,
     InputTypeError,
     ModelError,
@@ -52,5 +53,6 @@ __all__ = [
     "ModelError",
     "OptionError",
     "Cancelled",
+    "FoldingWarning",
     *_WIDGETS,
 ]

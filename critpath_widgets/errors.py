@@ -27,6 +27,11 @@ class Cancelled(CritpathError):
     """A long computation was cancelled through its progress callback."""
 
 
+class FoldingWarning(UserWarning):
+    """BatchNorm folding stands aside and the model runs as it is (say, while a user's
+    hook sits on a module that folding replaces); the results stay exact."""
+
+
 __all__ = [
     "CritpathError",
     "InputError",
@@ -34,4 +39,5 @@ __all__ = [
     "ModelError",
     "OptionError",
     "Cancelled",
+    "FoldingWarning",
 ]

@@ -72,6 +72,8 @@ class _FoldNet(nn.Module):
         self.skip_bn = nn.BatchNorm2d(8)
         self.post_relu = nn.ReLU()
         self.bn_after_relu = nn.BatchNorm2d(8)
+        # a plain tensor attribute (not a buffer) of a container the twin copies
+        self.gain = torch.tensor(1.0, dtype=torch.float64)
         self.fc = nn.Linear(8 * 4 * 4, 16)
         self.bn1d = nn.BatchNorm1d(16)
         self.head = nn.Linear(16, 5)
@@ -83,7 +85,7 @@ class _FoldNet(nn.Module):
         x = self.act(self.stem(x))
         x = self.act(self.bn_same(self.same(x)))
         x = self.act(self.bn_same3(self.same3(x)))
-        x = self.act(self.bn(self.conv(x)))
+        x = self.act(self.bn(self.conv(x))) * self.gain
         s = self.skip_conv(x)
         x = self.post_relu(self.skip_bn(s) + s)
         x = self.bn_after_relu(x)
@@ -182,7 +184,7 @@ def test_twin_follows_changes_to_the_model():
     _assert_exact(ex, model, x)
     model.conv.weight.data = model.conv.weight.data * 1.5
     _assert_exact(ex, model, x)
-    # in-place edits through .data bump no version: a sample of the values finds them
+    # in-place edits through .data bump no version: the fold reads every value each call
     for p in model.parameters():  # a manual SGD step the old way
         p.data.add_(
             torch.randn(p.shape, dtype=p.dtype, generator=torch.Generator().manual_seed(3)),
@@ -274,3 +276,148 @@ def test_intgrad_and_greedy_on_the_twin_match_the_unfolded_model():
     e1 = ex.explain(x, method="greedy", step_fraction=0.1, sparsity=0.5)
     assert torch.equal(e1.pathway.flat, e0.pathway.flat)
     torch.testing.assert_close(e1.saliency, e0.saliency, rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------- never stale
+def _assert_fresh(ex: PathwayExplainer, model: nn.Module, x: torch.Tensor, pairs: int) -> None:
+    """The explanation equals the tests' reference and a fresh unfolded explainer on the
+    model as it is now, and the twin (or the model) that ran is the one expected."""
+    e = _assert_exact(ex, model, x)
+    e0 = PathwayExplainer(model, fold_batchnorm=False).explain(x, sparsity=0.6)
+    torch.testing.assert_close(e.saliency, e0.saliency, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(e.logits, e0.logits, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(e.pathway_logits, e0.pathway_logits, rtol=1e-10, atol=1e-12)
+    assert ex.folded_pairs == pairs
+
+
+def _sgd_step(m: nn.Module, x: torch.Tensor) -> None:
+    opt = torch.optim.SGD(m.parameters(), lr=0.05)
+    m(x).sum().backward()
+    opt.step()
+    m.zero_grad(set_to_none=True)
+
+
+def _fresh_bn(m: nn.Module) -> nn.Module:
+    bn = nn.BatchNorm2d(8).double().eval()
+    _stats(bn)
+    return bn
+
+
+def _no_grad(f):
+    def g(m: nn.Module) -> None:
+        with torch.no_grad():
+            f(m)
+
+    return g
+
+
+_EDITS = {
+    "data_filter": lambda m: m.conv.weight.data[3].zero_(),
+    "data_single_value": lambda m: m.stem[0].weight.data.view(-1)[37].mul_(-4.0),
+    "no_grad_inplace": _no_grad(lambda m: m.same3.weight[1].mul_(-2.0)),
+    "optimizer_step": lambda m: _sgd_step(m, rand_x(2, seed=9)),
+    "load_state_dict": lambda m: m.load_state_dict(_net().state_dict() | {"bn.bias": -m.bn.bias}),
+    "replace_module": lambda m: setattr(m, "bn", _fresh_bn(m)),
+    "sequential_setitem": lambda m: m.stem.__setitem__(1, _fresh_bn(m)),
+    "register_module": lambda m: m.register_module("bn_same", _fresh_bn(m)),
+    "rebind_parameter": lambda m: setattr(m.conv, "weight", nn.Parameter(m.conv.weight * 0.5)),
+    "rebind_buffer": lambda m: setattr(m.bn, "running_mean", m.bn.running_mean + 1.0),
+    "rebind_attribute": lambda m: setattr(m, "gain", torch.tensor(3.0, dtype=torch.float64)),
+    "rebind_conv_attribute": lambda m: setattr(m.conv, "dilation", (2, 2)),
+    "bn_eps": lambda m: setattr(m.bn, "eps", 0.5),
+    "bn_running_stats": lambda m: m.bn.running_var.data.mul_(2.0),
+    "bn_momentum_train_forward": lambda m: (
+        setattr(m.bn, "momentum", 0.9),
+        m.train(),
+        _no_grad(lambda n: n(rand_x(4, seed=5) * 3 + 1))(m),
+        m.eval(),
+    ),
+    "train_switch": lambda m: m.train(),
+    "bn_train_switch": lambda m: m.bn.train(),
+}
+
+
+@pytest.mark.parametrize("edit", list(_EDITS))
+def test_next_explanation_follows_any_edit_of_the_model(edit):
+    """Whatever the user does to the model between two calls, the next explanation is
+    that of a fresh explainer on the edited model (and the reference's)."""
+    model = _net()
+    x = rand_x(2)
+    ex = PathwayExplainer(model)
+    _assert_fresh(ex, model, x, pairs=4)
+    _EDITS[edit](model)
+    _assert_fresh(ex, model, x, pairs=4)
+    assert ex.folding_off_reason is None
+
+
+def test_data_edit_of_any_filter_of_a_wide_convolution_is_seen():
+    """The reproduction from the issue: a filter that no value sample would hold."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 1024, 3), nn.BatchNorm2d(1024), nn.ReLU(), nn.Flatten(), nn.LazyLinear(4)
+    ).double()
+    model(rand_x(1, 6))
+    model.eval()
+    _stats(model[1])
+    x = rand_x(2, 6)
+    ex = PathwayExplainer(model)
+    _assert_fresh(ex, model, x, pairs=1)
+    for f in (1, 600, 1023):
+        model[0].weight.data[f].zero_()
+        _assert_fresh(ex, model, x, pairs=1)
+
+
+def test_pruning_a_folded_convolution_unfolds_that_pair_only():
+    """torch.nn.utils.prune makes the weight a plain attribute set by a forward pre-hook:
+    the pruned convolution then runs as the user's own module (its hook fires), its
+    BatchNorm with it, and the other pairs stay folded."""
+    from torch.nn.utils import prune
+
+    model = _net()
+    x = rand_x(2)
+    ex = PathwayExplainer(model)
+    _assert_fresh(ex, model, x, pairs=4)
+    prune.l1_unstructured(model.conv, "weight", amount=0.5)
+    # the reference: an unpruned copy holding the pruned weight as a plain parameter
+    state = model.state_dict()
+    orig, mask = state.pop("conv.weight_orig"), state.pop("conv.weight_mask")
+    plain = _net()
+    plain.load_state_dict(state | {"conv.weight": orig * mask})
+    e = _assert_exact(ex, plain, x)
+    e0 = PathwayExplainer(model, fold_batchnorm=False).explain(x, sparsity=0.6)
+    torch.testing.assert_close(e.saliency, e0.saliency, rtol=1e-10, atol=1e-12)
+    assert ex.folded_pairs == 3 and ex.folding_off_reason is None
+    assert ex._net.conv is model.conv and ex._net.bn is model.bn
+    prune.remove(model.conv, "weight")  # a plain parameter again
+    with torch.no_grad():
+        model.conv.weight.mul_(-1.0)
+    _assert_fresh(ex, model, x, pairs=ex.folded_pairs)
+
+
+def test_fallback_warns_once_per_reason_and_the_flag_says_why():
+    model = _net()
+    x = rand_x(2)
+    ex = PathwayExplainer(model)
+    ex.explain(x)
+    h = model.bn.register_forward_hook(lambda m, a, o: None)
+    with pytest.warns(cw.FoldingWarning) as record:
+        for _ in range(3):
+            ex.explain(x)
+    assert len(record) == 1 and "'bn'" in str(record[0].message)
+    assert record[0].filename == __file__  # it names the user's call
+    assert ex.folded_pairs == 0 and "'bn'" in ex.folding_off_reason
+    h.remove()
+    ex.explain(x)
+    assert ex.folded_pairs == 4 and ex.folding_off_reason is None
+
+
+def test_a_model_that_keeps_changing_ends_unfolded_with_a_warning():
+    model = _net()
+    x = rand_x(2)
+    ex = PathwayExplainer(model)
+    with pytest.warns(cw.FoldingWarning, match="changed 8 times"):
+        for k in range(10):
+            model.gain = torch.tensor(1.0 + k, dtype=torch.float64)
+            ex.explain(x)
+    assert ex.folded_pairs == 0 and "changed 8 times" in ex.folding_off_reason
+    _assert_fresh(ex, model, x, pairs=0)

@@ -314,6 +314,19 @@ class PathwayExplainer:
         # before the call (see _premask_sites), read off the first score pass's graph
         self._premask: list[tuple[nn.Module, bool] | None] | None = None
 
+    @property
+    def folded_pairs(self) -> int:
+        """BatchNorms folded into the network that ran last (0: the model itself ran)."""
+        return (
+            self._folding.pairs if self._folding is not None and self._net is not self.model else 0
+        )
+
+    @property
+    def folding_off_reason(self) -> str | None:
+        """Why the model itself runs although ``fold_batchnorm`` is on (a hook on a module
+        that folding replaces, a global hook, a model that keeps changing), else None."""
+        return self._folding.off_reason if self._folding is not None else None
+
     # ------------------------------------------------------------------ public API
     def explain(
         self,

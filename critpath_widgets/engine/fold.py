@@ -16,23 +16,32 @@ Every other module (the sites among them) is the user's own object, shared, so h
 attributes and parameters are read live. A pair is folded only when one forward pass
 shows the convolution's output going to the BatchNorm and nowhere else, and the folded
 copy, run on the convolution's input there, gives the BatchNorm's output; the twin's
-logits are checked against the model's once per build. The folded weights are
-recomputed whenever a tensor they come from changes: its identity, version counter or
-storage, or one of up to 256 sampled values (edits through ``.data`` bump no version).
-The twin is rebuilt when a copied module's children, plain attributes or hooks change.
-Anything unexpected leaves the model itself to run.
+logits are checked against the model's once per build.
+
+Never stale: the folded weights are recomputed from the live tensors on every call (an
+edit through ``.data`` bumps no version counter, so nothing short of reading every value
+could tell that they changed), and every module the twin copies or replaces is compared
+on every call, attribute by attribute and child by child, by identity, with what it held
+when the twin was built: any rebinding, replacement or new hook rebuilds the twin or
+leaves the model itself to run. Whenever folding stands aside for a reason the user
+can change (a hook, a model that keeps changing), :attr:`BatchNormFolding.off_reason`
+says why and a :class:`~critpath_widgets.errors.FoldingWarning` is issued once.
 """
 
 from __future__ import annotations
 
 import copy
 import operator
+import traceback
+import warnings
 from collections import Counter, OrderedDict
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
+from ..errors import FoldingWarning
 from .graph import edge_counts
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -45,9 +54,7 @@ _HOOK_DICTS = (
     "_backward_hooks",
     "_backward_pre_hooks",
 )
-_SIMPLE = frozenset({int, float, bool, str, tuple, type(None)})
 _MAX_REBUILDS = 8
-_SAMPLE = 256
 
 
 class _ProbeFailed(Exception):
@@ -85,12 +92,25 @@ def global_hooks() -> bool:
     )
 
 
-def _snapshot(m: nn.Module) -> tuple[Any, tuple]:
-    """A getter of a module's plain attributes (numbers, strings, tuples; not its mode)
-    and their values now: a copy made of the module is stale once they differ."""
-    keys = [k for k, v in vars(m).items() if k != "training" and type(v) in _SIMPLE]
-    get = operator.itemgetter(*keys) if keys else (lambda d: ())
-    return get, get(vars(m))
+def _snapshot(m: nn.Module) -> list:
+    """Everything a copy of ``m`` took from it: its type, each attribute but its mode, and
+    the entries of its dicts, lists and tuples (children, parameters, buffers among them).
+    Held by reference and compared by identity, so a rebinding is seen even where the
+    new object lands at the old one's address."""
+    out: list = [type(m)]
+    for k, v in vars(m).items():
+        if k == "training":
+            continue
+        out += (k, v)
+        if type(v) in (dict, OrderedDict):
+            out += [*v.keys(), *v.values()]
+        elif type(v) in (list, tuple):
+            out += v
+    return out
+
+
+def _same(a: list, b: list) -> bool:
+    return len(a) == len(b) and not any(map(operator.is_not, a, b))
 
 
 class _ConvCall(NamedTuple):
@@ -245,9 +265,12 @@ def _close(got: Any, want: torch.Tensor) -> bool:
     return float((got - want).abs().max()) <= tol * scale + 1e-12
 
 
-def _fold(conv: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """The folded weight and bias, computed in float64 and rounded once to the weight's
-    dtype (so as close to the exact fold as that dtype allows)."""
+def _fold(
+    conv: nn.Module, bn: nn.Module, out: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The folded weight (into ``out`` when given) and bias from the live tensors. The
+    per-channel factor and the bias are computed in float64; the weight is one product in
+    its own dtype with the factor rounded to it (within an ulp of the exact fold)."""
     w = conv.weight.detach()
     f64 = torch.float64
     s = torch.rsqrt(bn.running_var.detach().to(f64) + bn.eps)
@@ -260,7 +283,8 @@ def _fold(conv: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     if bn.bias is not None:
         b = b + bn.bias.detach().to(f64)
     shape = (-1,) + (1,) * (w.dim() - 1)
-    return (w.to(f64) * s.view(shape)).to(w.dtype), b.to(w.dtype)
+    factor = s.to(device=w.device, dtype=w.dtype).view(shape)
+    return torch.mul(w, factor, out=out), b.to(device=w.device, dtype=w.dtype)
 
 
 def _folded_copy(conv: nn.Module, bn: nn.Module) -> nn.Module:
@@ -271,11 +295,30 @@ def _folded_copy(conv: nn.Module, bn: nn.Module) -> nn.Module:
 
 
 def _set_folded(copy_: nn.Module, conv: nn.Module, bn: nn.Module) -> None:
-    """Give a convolution's copy the weight and bias with ``bn`` folded in."""
+    """Give a convolution's copy the weight and bias with ``bn`` folded in, written into
+    the copy's own tensors when they fit (nothing but the twin reads them, and no pass
+    is running between two calls)."""
+    params = copy_._parameters
+    w, b = params.get("weight"), params.get("bias")
+    live = conv.weight
+    fits = (
+        w is not None
+        and w is not live
+        and w.shape == live.shape
+        and w.dtype == live.dtype
+        and w.device == live.device
+        and b is not None
+        and b is not conv.bias
+        and b.shape == (w.shape[0],)
+    )
     with torch.no_grad():
+        if fits:
+            _, new_b = _fold(conv, bn, out=w)
+            b.copy_(new_b)
+            return
         w, b = _fold(conv, bn)
-    copy_._parameters["weight"] = nn.Parameter(w, requires_grad=False)
-    copy_._parameters["bias"] = nn.Parameter(b, requires_grad=False)
+    params["weight"] = nn.Parameter(w, requires_grad=False)
+    params["bias"] = nn.Parameter(b, requires_grad=False)
 
 
 def _fresh(m: nn.Module) -> nn.Module:
@@ -293,6 +336,18 @@ def _fresh(m: nn.Module) -> nn.Module:
     return c
 
 
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside this package (and contextlib), so
+    that a warning names the user's call."""
+    here = Path(__file__).resolve().parent.parent
+    frames = traceback.extract_stack()[:-1]
+    for level, frame in enumerate(reversed(frames), start=1):
+        f = Path(frame.filename)
+        if here not in f.parents and f.name != "contextlib.py":
+            return level
+    return 2
+
+
 class BatchNormFolding:
     """Keeps a folded twin of ``model`` up to date; :meth:`net` says what to run."""
 
@@ -302,16 +357,15 @@ class BatchNormFolding:
         self._built = False  # False: build on the next call
         self._off = False
         self._rebuilds = 0
-        self._watch: list[tuple[nn.Module, Any, tuple, tuple]] = []
+        # each module the twin copies or replaces, with what it held at the build
+        self._watch: list[tuple[nn.Module, list]] = []
         self._waiting: list[nn.Module] = []  # hooked modules that keep the twin off
         self._twin: nn.Module | None = None
         self._folded: list[tuple[nn.Module, nn.Module, nn.Module]] = []  # conv, bn, copy
-        self._values: list | None = None
-        # views of up to _SAMPLE values of each floating tensor of the folded pairs, and
-        # their values at the last fold: edits through ``.data`` bump no version counter
-        self._views: list[torch.Tensor] = []
-        self._sample = torch.empty(0)
-        self._dicts: list[dict] = []  # the folded pairs' parameter and buffer dicts
+        #: why the model itself runs although folding is on (None while the twin runs or
+        #: when the model has nothing to fold)
+        self.off_reason: str | None = None
+        self._warned: set[str] = set()
 
     @property
     def pairs(self) -> int:
@@ -319,76 +373,65 @@ class BatchNormFolding:
         return len(self._folded) if self._twin is not None else 0
 
     def net(self, x: torch.Tensor) -> nn.Module:
-        """The module to run for input ``x`` (in eval mode, gradients enabled): the twin
-        when it is valid, else the model itself."""
-        if self._off or global_hooks():
+        """The module to run for input ``x`` (in eval mode, gradients enabled): the twin,
+        refolded from the live tensors, when it is valid; else the model itself."""
+        if self._off:
             return self.model
+        if global_hooks():
+            return self._stand_aside("a global module hook is registered (it would see the twin)")
         if self._waiting:  # modules the twin would replace carry hooks: wait for them to go
-            if any(_hooked(m) for m in self._waiting):
-                return self.model
+            hooked = [m for m in self._waiting if _hooked(m)]
+            if hooked:
+                return self._stand_aside(f"a hook is registered on {self._name(hooked[0])}")
             self._waiting, self._built = [], False
         if not self._built or self._stale():
             self._rebuilds += 1
-            if self._rebuilds > _MAX_REBUILDS:  # a model that changes itself as it runs
+            if self._rebuilds > _MAX_REBUILDS:
                 self._off, self._twin = True, None
-                return self.model
+                return self._stand_aside(
+                    f"the model changed {_MAX_REBUILDS} times between calls; folding stays "
+                    "off for this explainer (make a new one to fold again)"
+                )
             self._build(x)
         if self._twin is None:
-            return self.model
-        values = self._value_key()
-        if values != self._values or not torch.equal(self._sampled(), self._sample):
-            self._refold()
-            self._values = values
+            return self._stand_aside(self.off_reason) if self.off_reason else self.model
+        self.off_reason = None
+        with torch.no_grad():
+            for conv, bn, twin_conv in self._folded:
+                _set_folded(twin_conv, conv, bn)
         return self._twin
 
+    def _stand_aside(self, reason: str) -> nn.Module:
+        """Run the model itself; say why, once per reason."""
+        self.off_reason = reason
+        if reason not in self._warned:
+            self._warned.add(reason)
+            warnings.warn(
+                f"BatchNorm folding is off, the model runs as it is: {reason}",
+                FoldingWarning,
+                stacklevel=_caller_level(),
+            )
+        return self.model
+
+    def _name(self, m: nn.Module) -> str:
+        name = next((n for n, c in self.model.named_modules() if c is m), None)
+        return f"{type(m).__name__} {name!r}" if name else type(m).__name__
+
     def _stale(self) -> bool:
-        """A hook on a module the twin replaces, or a changed attribute or child of one."""
-        for m, get, snap, children in self._watch:
-            if _hooked(m) or tuple(m._modules.values()) != children:
-                return True
-            try:
-                if get(m.__dict__) != snap:
-                    return True
-            except KeyError:
-                return True
-        return False
-
-    def _value_key(self) -> list:
-        """Identity, version and storage of every tensor of the folded pairs. A train-mode
-        forward updates running statistics without bumping their versions, but it bumps
-        ``num_batches_tracked``'s, which is among them."""
-        return [
-            None if t is None else (id(t), t._version, t.data_ptr())
-            for d in self._dicts
-            for t in d.values()
-        ]
-
-    def _refold(self) -> None:
-        for conv, bn, twin_conv in self._folded:
-            _set_folded(twin_conv, conv, bn)
-        self._resample()
-
-    def _sampled(self) -> torch.Tensor:
-        return torch.cat(self._views) if self._views else torch.empty(0)
-
-    def _resample(self) -> None:
-        self._views = [
-            t.detach().view(-1)[:: max(1, t.numel() // _SAMPLE)]
-            for d in self._dicts
-            for t in d.values()
-            if t is not None and t.is_floating_point() and t.is_contiguous() and t.numel()
-        ]
-        self._sample = self._sampled()
+        """A hook on a module the twin copies or replaces, or anything it holds rebound."""
+        return any(_hooked(m) or not _same(_snapshot(m), snap) for m, snap in self._watch)
 
     def _build(self, x: torch.Tensor) -> None:
         self._built, self._twin, self._folded, self._watch = True, None, [], []
+        self.off_reason = None
         try:
             self._try_build(x)
         except _ProbeFailed:  # the model failed on this input: its pass will say why
             self._built = False  # and the next call tries again
             self._rebuilds -= 1
-        except Exception:  # an unusual model: run it as it is
+        except Exception as e:  # an unusual model: run it as it is
             self._twin, self._folded, self._watch = None, [], []
+            self.off_reason = f"building the folded twin failed ({type(e).__name__}: {e})"
 
     def _try_build(self, x: torch.Tensor) -> None:
         keep = self._keep
@@ -431,15 +474,12 @@ class BatchNormFolding:
             return
         self._waiting = [m for m in copied if _hooked(m)]
         if self._waiting:  # a user's hook there expects the module itself to run
+            self.off_reason = f"a hook is registered on {self._name(self._waiting[0])}"
             return
         with torch.no_grad():
             got = twin(x)
-        if not _close(got, want):
-            return  # the model reaches a replaced module some other way: run it as it is
+        if not _close(got, want):  # the model reaches a replaced module some other way
+            self.off_reason = "the folded twin's logits differ from the model's"
+            return
         self._twin, self._folded = twin, folded
-        self._watch = [(m, *_snapshot(m), tuple(m._modules.values())) for m in copied]
-        self._dicts = [
-            d for conv, bn, _ in folded for d in (conv._parameters, bn._parameters, bn._buffers)
-        ]
-        self._values = self._value_key()
-        self._resample()
+        self._watch = [(m, _snapshot(m)) for m in copied]
