@@ -120,8 +120,8 @@ def test_folds_exactly_the_pairs_that_may_fold_and_stays_exact():
     before = ref.model_state(model)
     ex = PathwayExplainer(model)
     _assert_exact(ex, model, x)
-    assert ex._folding.pairs == 4  # stem, the two subclasses, the conv with bias
-    twin = ex._net
+    assert ex.folded_pairs == 4  # stem, the two subclasses, the conv with bias
+    twin = ex.network
     assert twin is not model
     assert isinstance(twin.stem[1], nn.Identity) and isinstance(twin.bn, nn.Identity)
     assert isinstance(twin.bn_same, nn.Identity) and isinstance(twin.bn_same3, nn.Identity)
@@ -144,9 +144,12 @@ def test_default_model_folds_and_matches_autograd_in_float64():
     x = bundle.preprocess(cw.sample_image("coffee"))[None].double()
     ex = PathwayExplainer(model)
     e = _assert_exact(ex, model, x, sparsity=0.7)
-    assert ex._folding.pairs == 49  # every BatchNorm of EfficientNet-Lite0
+    assert ex.folded_pairs == 49  # every BatchNorm of EfficientNet-Lite0
     # and the 12 symmetric "same" paddings (stride 1) moved into their convolutions
-    assert sum(c.padding != conv.padding for conv, _, c in ex._folding._folded) == 12
+    orig = dict(model.named_modules())
+    convs = [(n, m) for n, m in ex.network.named_modules() if isinstance(m, nn.Conv2d)]
+    moved = [n for n, m in convs if m.padding != orig[n].padding]
+    assert len(moved) == 12
     assert bundle.categories[int(e.target)] == "espresso"
 
 
@@ -156,8 +159,8 @@ def test_weight_standardising_convolution_is_not_folded():
     x = rand_x(2)
     _assert_exact(ex, model, x)
     # the stem and the subclasses still fold; the standardising one stays as it is
-    assert ex._folding.pairs == 3
-    assert ex._net.conv is model.conv and ex._net.bn is model.bn
+    assert ex.folded_pairs == 3
+    assert ex.network.conv is model.conv and ex.network.bn is model.bn
 
 
 def test_twin_follows_changes_to_the_model():
@@ -165,7 +168,7 @@ def test_twin_follows_changes_to_the_model():
     ex = PathwayExplainer(model)
     x = rand_x(2)
     _assert_exact(ex, model, x)
-    twin = ex._net
+    twin = ex.network
     # an optimizer step (in-place, bumps versions)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     model(x).sum().backward()
@@ -194,15 +197,15 @@ def test_twin_follows_changes_to_the_model():
     model.stem[0].weight.data[2].zero_()  # a pruned filter
     model.bn.running_var.data.mul_(2.0)
     _assert_exact(ex, model, x)
-    assert ex._net is twin  # all of these refold the same twin
+    assert ex.network is twin  # all of these refold the same twin
     # a new BatchNorm in place of a folded one, and a changed convolution attribute
     model.bn = nn.BatchNorm2d(8).double().eval()
     _stats(model.bn)
     _assert_exact(ex, model, x)
-    assert ex._net is not twin and ex._folding.pairs == 4
+    assert ex.network is not twin and ex.folded_pairs == 4
     model.same.stride = (1, 1)
     _assert_exact(ex, model, rand_x(2, 8))
-    assert ex._folding.pairs == 4
+    assert ex.folded_pairs == 4
 
 
 def test_user_hooks_turn_folding_off_and_still_fire():
@@ -210,18 +213,18 @@ def test_user_hooks_turn_folding_off_and_still_fire():
     ex = PathwayExplainer(model)
     x = rand_x(2)
     ex.explain(x)
-    assert ex._net is not model
+    assert ex.network is not model
     seen: list[torch.Tensor] = []
     h = model.bn.register_forward_hook(lambda m, a, o: seen.append(o))
     _assert_exact(ex, model, x)
-    assert ex._net is model and seen  # the hooked BatchNorm really ran
+    assert ex.network is model and seen  # the hooked BatchNorm really ran
     h.remove()
     _assert_exact(ex, model, x)
-    assert ex._net is not model and ex._folding.pairs == 4
+    assert ex.network is not model and ex.folded_pairs == 4
     g = nn.modules.module.register_module_forward_hook(lambda m, a, o: None)
     try:
         ex.explain(x)
-        assert ex._net is model  # a global hook sees every module: no twin either
+        assert ex.network is model  # a global hook sees every module: no twin either
     finally:
         g.remove()
 
@@ -233,15 +236,15 @@ def test_site_that_contains_a_pair_is_not_copied():
     x = rand_x(2)
     e = ex.explain(x, sparsity=0.5)
     assert e.site_names[0] == "stem"
-    assert ex._net.stem is model.stem
-    assert ex._folding.pairs == 3  # the subclasses and the conv with bias
+    assert ex.network.stem is model.stem
+    assert ex.folded_pairs == 3  # the subclasses and the conv with bias
 
 
 def test_fold_batchnorm_false_runs_the_model_itself():
     model = _net()
     ex = PathwayExplainer(model, fold_batchnorm=False)
     _assert_exact(ex, model, rand_x(2))
-    assert ex._net is model and ex._folding is None
+    assert ex.network is model and ex.folded_pairs == 0 and ex.folding_off_reason is None
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
@@ -256,7 +259,7 @@ def test_torchvision_models_fold_and_stay_exact(name):
     ex = PathwayExplainer(model)
     _assert_exact(ex, model, rand_x(1, 32), sparsity=0.5)
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
-    assert ex._folding.pairs == n_bn
+    assert ex.folded_pairs == n_bn
 
 
 def test_intgrad_and_greedy_on_the_twin_match_the_unfolded_model():
@@ -264,7 +267,7 @@ def test_intgrad_and_greedy_on_the_twin_match_the_unfolded_model():
     x = rand_x(1)
     ex = PathwayExplainer(model)
     e = ex.explain(x, method="neuron_intgrad", steps=4, sparsity=0.5)
-    assert ex._folding.pairs == 4
+    assert ex.folded_pairs == 4
     want = ref.intgrad_scores_loop(model, x, e.target, steps=4)
     for i, (a, b) in enumerate(zip(e.scores, want, strict=True)):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=f"site {i}")
@@ -387,7 +390,7 @@ def test_pruning_a_folded_convolution_unfolds_that_pair_only():
     e0 = PathwayExplainer(model, fold_batchnorm=False).explain(x, sparsity=0.6)
     torch.testing.assert_close(e.saliency, e0.saliency, rtol=1e-10, atol=1e-12)
     assert ex.folded_pairs == 3 and ex.folding_off_reason is None
-    assert ex._net.conv is model.conv and ex._net.bn is model.bn
+    assert ex.network.conv is model.conv and ex.network.bn is model.bn
     prune.remove(model.conv, "weight")  # a plain parameter again
     with torch.no_grad():
         model.conv.weight.mul_(-1.0)

@@ -315,6 +315,11 @@ class PathwayExplainer:
         self._premask: list[tuple[nn.Module, bool] | None] | None = None
 
     @property
+    def network(self) -> nn.Module:
+        """The module that ran in the last call: the BatchNorm-folded twin or the model."""
+        return self._net
+
+    @property
     def folded_pairs(self) -> int:
         """BatchNorms folded into the network that ran last (0: the model itself ran)."""
         return (

@@ -5,7 +5,7 @@ In eval mode a BatchNorm right after a convolution is a per-channel affine map, 
 ``bn(conv(x)) == conv'(x)`` with ``W' = W * s`` and ``b' = (b - mean) * s + beta``,
 ``s = gamma / sqrt(var + eps)``. Every pass of the engine (score pass, masked pass,
 plain gradient) then skips one memory-bound elementwise pass forward and one backward
-per BatchNorm: EfficientNet-Lite0's plain gradient takes about 0.8 of its time. A
+per BatchNorm (``benchmarks/bench_engine.py`` prints the twin's gradient time). A
 symmetric zero padding inside a folded convolution (TF-style "same" padding) moves into
 the copy's own ``padding`` as well.
 
