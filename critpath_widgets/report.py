@@ -204,17 +204,23 @@ def _draw_map(
     bar.set_label(f"{style.sign} (clipped at the {clip})", fontsize=8)
 
 
+def layer_bars(summary: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Per site the contribution kept by the pathway and the part removed: the stacked
+    bars of the layer chart (here and in the widget), whose height is the site's total."""
+    kept = np.array([max(float(s.kept_total), 0.0) for s in summary])
+    total = np.array([float(s.total) for s in summary])
+    return kept, np.clip(total - kept, 0.0, None)
+
+
 def _draw_layer_chart(ax: Axes, summary: Sequence[Any], selected_site: int) -> None:
     """One stacked bar per site: kept by the pathway, then removed (the widget's chart)."""
     idx = np.arange(len(summary))
-    kept = np.array([max(float(s.kept_total), 0.0) for s in summary])
-    total = np.array([float(s.total) for s in summary])
+    kept, removed = layer_bars(summary)
     ax.bar(idx, kept, color=KEPT_COLOR, label="kept by the pathway")
-    ax.bar(idx, np.clip(total - kept, 0, None), bottom=kept, color=REMOVED_COLOR, label="removed")
+    ax.bar(idx, removed, bottom=kept, color=REMOVED_COLOR, label="removed")
     if 0 <= selected_site < len(summary):
-        ax.bar(
-            [selected_site], [total[selected_site]], fill=False, edgecolor="black", linewidth=1.5
-        )
+        i = selected_site
+        ax.bar([i], [kept[i] + removed[i]], fill=False, edgecolor="black", linewidth=1.5)
     ax.set_xticks(idx, [s.name for s in summary], rotation=90, fontsize=6)
     ax.set_xlabel("site (call order)")
     ax.set_ylabel("contribution")
@@ -227,6 +233,7 @@ __all__ = [
     "MapStyle",
     "explanation_figure",
     "gradient_title",
+    "layer_bars",
     "pathway_title",
     "render_explanation",
     "save_figure",
