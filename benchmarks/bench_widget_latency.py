@@ -65,8 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
         assert abs(float(w.explanation.sparsity) - s) < 1e-9, (w.explanation.sparsity, s)
     stats = dict(w.stats)
 
-    entry = w._entries[w._shown_image_id]
-    x, target = entry.x, w.target
+    x, target = w.explanation.inputs, w.target
     grad_times = []
     for _ in range(max(5, args.n // 2)):
         t = time.perf_counter()

@@ -11,7 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+from .engine import METHODS, SCOPES
 from .errors import CritpathError, InputError
+from .methods import LONG_METHODS
 
 
 def _load_image(spec: str):
@@ -42,7 +44,7 @@ def _explain(a: argparse.Namespace) -> int:
     image = _load_image(a.image)
     x = bundle.preprocess(image)[None]
     ex = PathwayExplainer(bundle.model)
-    opts = {"progress": True} if a.method in ("neuron_intgrad", "greedy") else {}
+    opts = {"progress": True} if a.method in LONG_METHODS else {}
     t0 = time.perf_counter()
     e = ex.explain(x, target=a.target, method=a.method, sparsity=a.sparsity, scope=a.scope, **opts)
     dt = time.perf_counter() - t0
@@ -72,13 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("image", nargs="?", default="coffee", help="image file or sample name")
     e.add_argument("--model", default="efficientnet_lite0")
     e.add_argument("--weights", default=None, help="state-dict file for torchvision models")
-    e.add_argument(
-        "--method",
-        default="neuron_mct",
-        choices=["neuron_mct", "neuron_intgrad", "greedy", "random"],
-    )
+    e.add_argument("--method", default="neuron_mct", choices=METHODS)
     e.add_argument("--sparsity", type=float, default=0.7)
-    e.add_argument("--scope", default="global", choices=["global", "layer"])
+    e.add_argument("--scope", default="global", choices=SCOPES)
     e.add_argument("--target", type=int, default=None, help="class index (default: predicted)")
     e.add_argument("--out", default="pathway.png")
     sub.add_parser("samples", help="list the sample photos")

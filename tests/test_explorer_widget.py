@@ -136,7 +136,7 @@ def test_initial_view_and_test_hooks(explorer):
     # panels show the pathway gradient and the plain gradient
     sal = e.saliency_map("max_abs")[0].detach().numpy()
     np.testing.assert_allclose(_overlay_array(w.pathway_overlay), sal, rtol=1e-6)
-    grad = w.explainer.gradient(w._entries[w._shown_image_id].x, target=w.target)[0]
+    grad = w.explainer.gradient(e.inputs, target=w.target)[0]
     gmap = grad.gather(0, grad.abs().argmax(0, keepdim=True))[0].numpy()
     np.testing.assert_allclose(_overlay_array(w.gradient_overlay), gmap, rtol=1e-5, atol=1e-8)
     assert w.pathway_overlay.image[:4] == b"\x89PNG"
@@ -483,7 +483,7 @@ def test_wait_timeout_and_close(model):
         with pytest.raises(TimeoutError):
             w.wait(timeout=0.1)
         assert time.perf_counter() - t0 < 5
-        worker = w._worker
+        (worker,) = set(gate.threads)  # the thread that runs the requests
     finally:
         gate.release.set()
         w.close()
@@ -512,19 +512,30 @@ def test_default_explorer_on_sample_photo():
 
 
 def test_idle_worker_exits_and_restarts(model, monkeypatch):
-    from critpath_widgets.widgets import explorer as explorer_module
+    from critpath_widgets.widgets.explorer import worker as worker_module
 
-    monkeypatch.setattr(explorer_module, "WORKER_IDLE_EXIT_S", 0.2)
+    monkeypatch.setattr(worker_module, "WORKER_IDLE_EXIT_S", 0.2)
     w = PathwayExplorer(model, image=_photo(7), preprocess=_preprocess)
     try:
         w.wait(TIMEOUT)
-        first = w._worker
-        first.join(10)
-        assert not first.is_alive() and w._worker is None
+        cls = type(w.explanation)
+        threads = []
+        at_sparsity = cls.at_sparsity
+
+        def spy(self, s):
+            threads.append(threading.current_thread())
+            return at_sparsity(self, s)
+
+        monkeypatch.setattr(cls, "at_sparsity", spy)
+        w.sparsity = 0.5
+        w.wait(TIMEOUT)
+        first = threads[-1]
+        first.join(10)  # exits once idle
+        assert not first.is_alive()
         w.sparsity = 0.4
         w.wait(TIMEOUT)
         assert float(w.explanation.sparsity) == pytest.approx(0.4)
-        assert w._worker is not None and w._worker is not first
+        assert threads[-1] is not first and threads[-1].daemon
     finally:
         w.close()
 

@@ -1,4 +1,7 @@
-"""Colour lookup tables (LUTs) for the attribution overlay, computed with matplotlib.
+"""Colour lookup tables (LUTs) and the colour mapping of the attribution overlay.
+
+Numpy only (matplotlib on first use, no widget library): the widget and the static
+figures (:mod:`critpath_widgets.report`) colour a map with the same code.
 
 A LUT is a ``(256, 4)`` uint8 RGBA array: row ``i`` is ``cmap(i / 255)``, i.e.
 ``matplotlib.colormaps[name](np.linspace(0, 1, 256), bytes=True)``. The browser
@@ -9,6 +12,7 @@ rule matplotlib applies to a 256-entry colormap.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -74,4 +78,69 @@ def pack_luts(names: Iterable[str]) -> bytes:
     return np.concatenate(tables, axis=0).tobytes()
 
 
-__all__ = ["DEFAULT_COLORMAPS", "LUT_BYTES", "is_colormap", "lut", "pack_luts"]
+def normalised_vmax(
+    values: np.ndarray, sign: str = "signed", clip_percentile: float = 99.5
+) -> float:
+    """The value mapped to the end of the colour scale, as the browser computes it."""
+    v = np.asarray(values, dtype=np.float32).ravel()
+    v = v[np.isfinite(v)]
+    if sign == "positive":
+        mags = v[v > 0]
+    elif sign == "negative":
+        mags = -v[v < 0]
+    else:
+        mags = np.abs(v)
+        mags = mags[mags > 0]
+    if mags.size == 0:
+        return 1.0
+    s = np.sort(mags).astype(np.float64)
+    pos = min(100.0, max(0.0, float(clip_percentile))) / 100.0 * (s.size - 1)
+    lo = math.floor(pos)
+    hi = min(s.size - 1, lo + 1)
+    vmax = float(s[lo] + (s[hi] - s[lo]) * (pos - lo))
+    return vmax if math.isfinite(vmax) and vmax > 0 else 1.0
+
+
+def colorize(
+    values: np.ndarray,
+    lut: np.ndarray,
+    sign: str = "signed",
+    opacity: float = 0.6,
+    vmax: float | None = None,
+    clip_percentile: float = 99.5,
+) -> np.ndarray:
+    """RGBA uint8 (H, W, 4) of the map layer exactly as the browser builds it
+    (before it is scaled onto the image)."""
+    v = np.asarray(values, dtype=np.float32).astype(np.float64)
+    if vmax is None:
+        vmax = normalised_vmax(v, sign, clip_percentile)
+    if sign == "positive":
+        t = np.maximum(v, 0) / vmax
+    elif sign == "negative":
+        t = np.maximum(-v, 0) / vmax
+    elif sign == "absolute":
+        t = np.abs(v) / vmax
+    else:
+        t = (v / vmax + 1) / 2
+    finite = np.isfinite(t)
+    t = np.clip(np.where(finite, t, 0), 0, 1)
+    idx = np.clip(np.floor(t * 256), 0, 255).astype(np.intp)
+    lut = np.asarray(lut, dtype=np.uint8).reshape(256, 4)
+    rgba = lut[idx].copy()
+    op = min(1.0, max(0.0, float(opacity)))
+    mag = np.abs(2 * t - 1) if sign == "signed" else t
+    alpha = lut[idx, 3] / 255.0 * op * mag
+    rgba[..., 3] = np.floor(alpha * 255 + 0.5).astype(np.uint8)
+    rgba[~finite] = 0
+    return rgba
+
+
+__all__ = [
+    "DEFAULT_COLORMAPS",
+    "LUT_BYTES",
+    "colorize",
+    "is_colormap",
+    "lut",
+    "normalised_vmax",
+    "pack_luts",
+]

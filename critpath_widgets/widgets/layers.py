@@ -28,13 +28,13 @@ import ipywidgets as widgets
 import numpy as np
 import traitlets
 
+from ..engine import Explanation
+from ..report import KEPT_COLOR, REMOVED_COLOR, layer_bars
 from .overlay import AttributionOverlay
 
 log = logging.getLogger(__name__)
 
-KEPT_COLOR = "#d95f02"
-REMOVED_COLOR = "#c9c9c9"
-PATHWAY_CHANNEL_COLOR = "#d95f02"
+PATHWAY_CHANNEL_COLOR = KEPT_COLOR
 OTHER_CHANNEL_COLOR = "#8da0cb"
 #: The channel chart shows at most this many channels (the largest ones).
 MAX_CHANNELS = 256
@@ -66,8 +66,16 @@ class LayerContributions(widgets.VBox):
     """
 
     selected_site = traitlets.Int(-1, help="index of the selected site, -1 for none")
+    """Site whose channels and map are shown (-1: none); a click on a bar sets it."""
 
-    def __init__(self, explanation=None, image=None, *, sample: int = 0, **kwargs):
+    def __init__(
+        self,
+        explanation: Explanation | None = None,
+        image: Any = None,
+        *,
+        sample: int = 0,
+        **kwargs: Any,
+    ) -> None:
         self._explanation = None
         self._image = None
         self._image_sent = False
@@ -168,7 +176,7 @@ class LayerContributions(widgets.VBox):
 
     # ------------------------------------------------------------------ public API
     @property
-    def explanation(self):
+    def explanation(self) -> Explanation | None:
         """The Explanation currently shown (or ``None``)."""
         return self._explanation
 
@@ -177,7 +185,7 @@ class LayerContributions(widgets.VBox):
         """``explanation.layer_summary()`` of the shown explanation."""
         return list(self._summary)
 
-    def update(self, explanation=None, image=None) -> None:
+    def update(self, explanation: Explanation | None = None, image: Any = None) -> None:
         """Redraw for a new explanation and/or image.
 
         ``image=None`` keeps the current image (pass the same object again freely: the
@@ -191,10 +199,7 @@ class LayerContributions(widgets.VBox):
         self._summary = list(explanation.layer_summary(self._sample)) if explanation else []
         n = len(self._summary)
         if n:
-            kept = np.array([max(float(s.kept_total), 0.0) for s in self._summary])
-            total = np.array([float(s.total) for s in self._summary])
-            rest = np.clip(total - kept, 0.0, None)
-            y = np.vstack([kept, rest])
+            y = np.vstack(layer_bars(self._summary))
             x = np.arange(n, dtype=np.float64)
         else:
             x = np.zeros(0)

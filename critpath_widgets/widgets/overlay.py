@@ -9,7 +9,7 @@ is then synced back to the Python traits.
 Binary payloads (the PNG image, the float32 map, the colormap LUTs) travel as binary
 buffers of the widget protocol, never as JSON lists or base64.
 
-Colour mapping (the same in the browser and in :func:`colorize` here):
+Colour mapping (the same in the browser and in :func:`colorize`, from ``colormaps``):
 
 * ``vmax`` = the ``clip_percentile`` percentile (linear interpolation) of the nonzero
   magnitudes that the sign mode shows (``|v|`` for signed/absolute, ``v > 0`` for
@@ -38,6 +38,7 @@ from traitlets import TraitError, default, validate
 
 from ..errors import CritpathError, InputError
 from . import colormaps as _cm
+from .colormaps import colorize, normalised_vmax
 
 #: Where ``npm run build`` writes the bundled front end.
 ESM_PATH = pathlib.Path(__file__).parent.parent / "static" / "overlay.js"
@@ -187,63 +188,6 @@ def values_to_array(values: Any) -> np.ndarray:
             "(or values beyond float32 range)"
         )
     return np.ascontiguousarray(out)
-
-
-def normalised_vmax(
-    values: np.ndarray, sign: str = "signed", clip_percentile: float = 99.5
-) -> float:
-    """The value mapped to the end of the colour scale, as the browser computes it."""
-    v = np.asarray(values, dtype=np.float32).ravel()
-    v = v[np.isfinite(v)]
-    if sign == "positive":
-        mags = v[v > 0]
-    elif sign == "negative":
-        mags = -v[v < 0]
-    else:
-        mags = np.abs(v)
-        mags = mags[mags > 0]
-    if mags.size == 0:
-        return 1.0
-    s = np.sort(mags).astype(np.float64)
-    pos = min(100.0, max(0.0, float(clip_percentile))) / 100.0 * (s.size - 1)
-    lo = math.floor(pos)
-    hi = min(s.size - 1, lo + 1)
-    vmax = float(s[lo] + (s[hi] - s[lo]) * (pos - lo))
-    return vmax if math.isfinite(vmax) and vmax > 0 else 1.0
-
-
-def colorize(
-    values: np.ndarray,
-    lut: np.ndarray,
-    sign: str = "signed",
-    opacity: float = 0.6,
-    vmax: float | None = None,
-    clip_percentile: float = 99.5,
-) -> np.ndarray:
-    """RGBA uint8 (H, W, 4) of the map layer exactly as the browser builds it
-    (before it is scaled onto the image)."""
-    v = np.asarray(values, dtype=np.float32).astype(np.float64)
-    if vmax is None:
-        vmax = normalised_vmax(v, sign, clip_percentile)
-    if sign == "positive":
-        t = np.maximum(v, 0) / vmax
-    elif sign == "negative":
-        t = np.maximum(-v, 0) / vmax
-    elif sign == "absolute":
-        t = np.abs(v) / vmax
-    else:
-        t = (v / vmax + 1) / 2
-    finite = np.isfinite(t)
-    t = np.clip(np.where(finite, t, 0), 0, 1)
-    idx = np.clip(np.floor(t * 256), 0, 255).astype(np.intp)
-    lut = np.asarray(lut, dtype=np.uint8).reshape(256, 4)
-    rgba = lut[idx].copy()
-    op = min(1.0, max(0.0, float(opacity)))
-    mag = np.abs(2 * t - 1) if sign == "signed" else t
-    alpha = lut[idx, 3] / 255.0 * op * mag
-    rgba[..., 3] = np.floor(alpha * 255 + 0.5).astype(np.uint8)
-    rgba[~finite] = 0
-    return rgba
 
 
 # ---------------------------------------------------------------------------------

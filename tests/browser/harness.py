@@ -60,7 +60,7 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 
-# CSS hooks of the PathwayExplorer (see critpath_widgets/widgets/explorer.py).
+# CSS hooks of the PathwayExplorer (see critpath_widgets/widgets/explorer/view.py).
 EXPLORER = ".critpath-explorer"
 SPARSITY = ".critpath-sparsity"
 PATHWAY_OVERLAY = ".critpath-pathway-overlay"

@@ -1,0 +1,21 @@
+"""PathwayExplorer: the composite widget (photo, target, method, sparsity, scope).
+
+Modules, in the order data flows through them:
+
+* :mod:`.view`: the controls, layout, message area and progress bar (renders only);
+* :mod:`.widget`: :class:`PathwayExplorer`, which turns trait and control changes into
+  requests and shows their results;
+* :mod:`.worker`: the request worker (generations, coalescing, cancel, progress, the
+  worker thread and its idle exit);
+* :mod:`.caches`: pictures, explanations per (image, target, method, scope) and
+  plain-gradient maps.
+
+``PathwayExplorer.save`` draws with :func:`critpath_widgets.report.render_explanation`,
+the renderer the CLI uses too.
+"""
+
+from __future__ import annotations
+
+from .widget import PathwayExplorer
+
+__all__ = ["PathwayExplorer"]

@@ -1,0 +1,223 @@
+"""The explorer's caches: pictures (decoded, preprocessed, classified), explanations, gradients.
+
+* :class:`ImageStore` keeps the pictures by id: the one asked for (``current``), the
+  last one that loaded (``good``, shown again when a new one fails) and the one on show
+  (``shown``) are never evicted;
+* :class:`LruCache` holds the scored explanations per (image, target, method, scope),
+  so that a sparsity change costs one masked pass (``Explanation.at_sparsity``), and
+  the plain-gradient maps per (image, target). Keys start with the image id, so a
+  picture's entries go when the picture goes.
+
+Only the worker thread prepares pictures and fills the caches; the explorer's lock
+guards every change, since the main thread reads and trims them.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ...errors import CritpathError, InputError
+from ..images import as_rgb_image
+
+#: Scored explanations kept (each holds one score per neuron).
+CACHE_SIZE = 6
+#: Plain-gradient maps kept (one (H, W) float32 array each).
+GRADIENT_CACHE_SIZE = 4 * CACHE_SIZE
+#: Pictures kept (decoded and preprocessed) besides the current one.
+IMAGE_CACHE_SIZE = 6
+#: Classes listed in the target picker (the most probable ones).
+TOP_K = 5
+
+
+@dataclass
+class ImageEntry:
+    """A picture as given, then (once prepared in the worker) as the model sees it."""
+
+    id: int
+    source: Any  # bytes, PIL image, array, path or tensor, as given; None once prepared
+    sample: str | None = None
+    ready: bool = False
+    failed: bool = False
+    x: torch.Tensor | None = None  # (1, C, H, W) model input
+    display: Image.Image | None = None  # the picture under the overlays
+    probs: np.ndarray | None = None  # softmax of the logits, (classes,)
+    top: list[int] = field(default_factory=list)  # the TOP_K most probable classes
+
+    @property
+    def predicted(self) -> int:
+        """The most probable class."""
+        return self.top[0] if self.top else 0
+
+
+class ImageStore:
+    """The pictures by id, with the three ids the explorer tracks."""
+
+    def __init__(self) -> None:
+        self.entries: OrderedDict[int, ImageEntry] = OrderedDict()
+        self._next_id = 0
+        self.current = -1  # the picture asked for last
+        self.good = -1  # the last picture that loaded
+        self.shown = -1  # the picture on show
+
+    def add(self, source: Any, sample: str | None = None) -> ImageEntry:
+        """Register a new picture as the current one."""
+        self._next_id += 1
+        entry = ImageEntry(self._next_id, source, sample=sample)
+        self.entries[entry.id] = entry
+        self.current = entry.id
+        return entry
+
+    def get(self, image_id: int) -> ImageEntry | None:
+        return self.entries.get(image_id)
+
+    def fail(self, entry: ImageEntry) -> ImageEntry | None:
+        """Forget a picture that did not load; the current one falls back to ``good``,
+        which is returned."""
+        entry.failed = True
+        self.entries.pop(entry.id, None)
+        if self.current == entry.id:
+            self.current = self.good
+        return self.entries.get(self.good)
+
+    def trim(self, limit: int = IMAGE_CACHE_SIZE) -> list[int]:
+        """Evict the oldest pictures beyond ``limit`` (never current, good or shown);
+        returns the evicted ids."""
+        keep = {self.current, self.good, self.shown}
+        evicted = []
+        while len(self.entries) > limit:
+            victim = next((k for k in self.entries if k not in keep), None)
+            if victim is None:
+                break
+            self.entries.pop(victim)
+            evicted.append(victim)
+        return evicted
+
+    def num_classes(self) -> int | None:
+        """Classes of the model, known once a picture was classified."""
+        for entry in reversed(self.entries.values()):
+            if entry.ready and entry.probs is not None:
+                return int(entry.probs.shape[0])
+        return None
+
+
+class LruCache:
+    """A bounded mapping that forgets the least recently used key first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[Hashable, Any] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._data
+
+    def get(self, key: Hashable) -> Any | None:
+        """The value (now the most recently used) or ``None``."""
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: Hashable, value: Any) -> None:
+        """Store ``value`` as the most recently used, evicting beyond :attr:`size`."""
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+    def drop_image(self, image_id: int) -> None:
+        """Forget every key of the picture ``image_id`` (keys start with the image id)."""
+        for key in [k for k in self._data if k[0] == image_id]:
+            del self._data[key]
+
+
+def prepare_image(
+    entry: ImageEntry,
+    *,
+    preprocess: Callable[[Image.Image], torch.Tensor] | None,
+    model: torch.nn.Module,
+    predict: Callable[[torch.Tensor], torch.Tensor] | None,
+    crop: Callable[[Image.Image], Image.Image] | None,
+) -> None:
+    """Decode, preprocess and classify ``entry`` in place (raises ``InputError`` if bad)."""
+    src = entry.source
+    pil = None
+    if isinstance(src, torch.Tensor):
+        x = src.detach()
+    else:
+        if entry.sample is not None:
+            from ...models import sample_image
+
+            pil = sample_image(entry.sample)
+        else:
+            pil = as_rgb_image(src)
+        try:
+            x = preprocess(pil)
+        except CritpathError:
+            raise
+        except Exception as err:  # noqa: BLE001
+            raise InputError(f"preprocess failed on this image: {err}") from err
+        if not isinstance(x, torch.Tensor):
+            raise InputError(f"preprocess must return a tensor, got {type(x).__name__}")
+        if x.ndim == 3:
+            x = x.unsqueeze(0)
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise InputError(f"the model input must be (1, C, H, W), got {tuple(x.shape)}")
+    try:
+        param = next(model.parameters())
+        x = x.to(device=param.device, dtype=param.dtype)
+    except StopIteration:
+        pass
+    if predict is not None:
+        logits = predict(x)  # eval mode, no hooks, no grad
+    else:
+        with torch.no_grad():
+            logits = model(x)
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+        raise InputError("the model must return logits of shape (1, classes)")
+    probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+    if pil is not None and crop is not None:
+        display = crop(pil).convert("RGB")
+    else:
+        display = tensor_to_display(x)
+    entry.x = x
+    entry.display = display
+    entry.probs = probs
+    entry.top = [int(i) for i in np.argsort(-probs, kind="stable")[:TOP_K]]
+    entry.ready = True
+    entry.source = None  # free the raw bytes
+
+
+def tensor_to_display(x: torch.Tensor) -> Image.Image:
+    """A model input (1, C, H, W) -> RGB image, each channel min-max scaled."""
+    t = x.detach()[0].float().cpu()
+    if t.shape[0] == 1:
+        t = t.repeat(3, 1, 1)
+    t = t[:3]
+    lo = t.flatten(1).min(1).values[:, None, None]
+    hi = t.flatten(1).max(1).values[:, None, None]
+    t = (t - lo) / (hi - lo).clamp_min(1e-12)
+    arr = (t.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+    return Image.fromarray(arr, "RGB")
+
+
+__all__ = [
+    "CACHE_SIZE",
+    "GRADIENT_CACHE_SIZE",
+    "IMAGE_CACHE_SIZE",
+    "TOP_K",
+    "ImageEntry",
+    "ImageStore",
+    "LruCache",
+    "prepare_image",
+    "tensor_to_display",
+]

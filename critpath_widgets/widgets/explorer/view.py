@@ -1,0 +1,292 @@
+"""The explorer's view: controls, layout, message area, progress bar and the result panels.
+
+Top to bottom: a row of controls (sample photo, upload, target class), a row of
+controls (method, sparsity slider, scope), a progress bar with a Cancel button (shown
+during the long methods), a message area, the pathway-gradient overlay beside the
+plain-gradient overlay, and the :class:`LayerContributions` panel.
+
+The view only renders: it shows what the kernel computed and reports the user's edits
+through its controls (observed by :class:`PathwayExplorer`). The CSS classes
+(``critpath-*``) are the hooks the browser tests use.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+from PIL import Image
+
+from ...methods import method_label
+from ..layers import LayerContributions
+from ..overlay import AttributionOverlay
+
+#: The sparsity slider's upper end (removing every neuron leaves no pathway).
+SPARSITY_MAX = 0.99
+#: Progress bar updates are at least this many seconds apart (the last one always shows).
+PROGRESS_INTERVAL_S = 0.1
+
+_MESSAGE_COLORS = {
+    "info": ("#1b5e20", "#eef7ee"),
+    "busy": ("#0d47a1", "#eef3fb"),
+    "warning": ("#8a5300", "#fff6e5"),
+    "error": ("#b00020", "#fdecee"),
+}
+
+
+def esc(text: Any) -> str:
+    """``text`` as HTML-escaped text (messages quote user input such as file names)."""
+    return html.escape(str(text))
+
+
+def message_html(text_html: str, kind: str) -> str:
+    """The message box's HTML: ``kind`` (info, busy, warning, error) sets the colours."""
+    fg, bg = _MESSAGE_COLORS.get(kind, _MESSAGE_COLORS["info"])
+    return (
+        f'<div class="critpath-message-{kind}" data-kind="{kind}" style="padding:4px 8px;'
+        f"border-left:4px solid {fg};background:{bg};color:{fg};white-space:pre-wrap;"
+        f'font-size:13px">{text_html}</div>'
+    )
+
+
+def summary_html(
+    e: Any, target: int, name: str, p: float, summary: Sequence[Any], seconds: float
+) -> str:
+    """The message after a result: class, method, scope, sparsity, pathway size, logits."""
+    try:
+        kept = sum(int(s.kept) for s in summary)
+        total = sum(int(s.neurons) for s in summary)
+        kept_txt = f"the pathway keeps {kept:,} of {total:,} neurons ({kept / max(total, 1):.1%})"
+    except Exception:  # noqa: BLE001
+        kept_txt = "pathway selected"
+    try:
+        y = float(e.logits[0, target])
+        yp = float(e.pathway_logits[0, target])
+        logit_txt = f"; target logit {yp:.3g} through the pathway vs {y:.3g} in the full network"
+    except Exception:  # noqa: BLE001
+        logit_txt = ""
+    return (
+        f"<b>{esc(name)}</b> (p = {p:.1%}), "
+        f"{esc(method_label(e.method))}, {esc(e.scope)} scope, "
+        f"sparsity {float(e.sparsity):.2f}: {kept_txt}{logit_txt}. ({seconds * 1000:.0f} ms)"
+    )
+
+
+def _row(children: list[widgets.Widget], align: str = "center") -> widgets.HBox:
+    return widgets.HBox(children, layout=widgets.Layout(flex_flow="row wrap", align_items=align))
+
+
+class ExplorerView(widgets.VBox):
+    """The explorer's widgets and how results, messages and progress are shown."""
+
+    def __init__(
+        self, methods: Sequence[str], sample_names: Sequence[str], photo_ok: bool, **kwargs: Any
+    ) -> None:
+        self._message_text = ""
+        self._last_progress = 0.0
+        self.photo_picker = widgets.Dropdown(
+            options=list(sample_names),
+            value=None,
+            description="photo",
+            layout=widgets.Layout(width="190px"),
+            style={"description_width": "40px"},
+        )
+        self.upload = widgets.FileUpload(
+            accept="image/*", multiple=False, description="Upload", icon="upload"
+        )
+        self.photo_picker.disabled = not photo_ok
+        self.upload.disabled = not photo_ok
+        self.target_picker = widgets.Dropdown(
+            options=[],
+            description="target",
+            layout=widgets.Layout(width="290px"),
+            style={"description_width": "45px"},
+        )
+        self.method_picker = widgets.Dropdown(
+            options=[(method_label(m), m) for m in methods],
+            description="method",
+            layout=widgets.Layout(width="260px"),
+            style={"description_width": "60px"},
+        )
+        self.sparsity_slider = widgets.FloatSlider(
+            min=0.0,
+            max=SPARSITY_MAX,
+            step=0.01,
+            value=0.7,
+            continuous_update=True,
+            description="sparsity",
+            readout_format=".2f",
+            layout=widgets.Layout(width="330px"),
+            style={"description_width": "55px"},
+        )
+        self.sparsity_slider.add_class("critpath-sparsity")
+        self.scope_buttons = widgets.ToggleButtons(
+            options=[("global", "global"), ("per layer", "layer")],
+            description="scope",
+            style={"button_width": "80px", "description_width": "45px"},
+        )
+        self.progress = widgets.IntProgress(
+            min=0, max=1, value=0, description="", layout=widgets.Layout(width="300px")
+        )
+        self.progress_label = widgets.Label("")
+        self.cancel_button = widgets.Button(
+            description="Cancel", icon="stop", button_style="warning", disabled=True
+        )
+        self.progress_box = widgets.HBox(
+            [self.progress, self.progress_label, self.cancel_button],
+            layout=widgets.Layout(display="none", align_items="center"),
+        )
+        self.message = widgets.HTML("")
+        self.message.add_class("critpath-message")
+
+        overlay_layout = {"flex": "0 0 auto", "width": "336px", "margin": "0 16px 0 0"}
+        self.pathway_overlay = AttributionOverlay(
+            label="pathway gradient", layout=widgets.Layout(**overlay_layout)
+        )
+        self.pathway_overlay.add_class("critpath-pathway-overlay")
+        self.gradient_overlay = AttributionOverlay(
+            label="plain gradient", layout=widgets.Layout(**overlay_layout)
+        )
+        self.gradient_overlay.add_class("critpath-gradient-overlay")
+        self.layers = LayerContributions()
+        self.layers.layer_figure.add_class("critpath-layer-chart")
+
+        row1 = _row([self.photo_picker, self.upload, self.target_picker])
+        row2 = _row([self.method_picker, self.sparsity_slider, self.scope_buttons])
+        maps = _row([self.pathway_overlay, self.gradient_overlay], align="flex-start")
+        super().__init__(
+            children=[row1, row2, self.progress_box, self.message, maps, self.layers], **kwargs
+        )
+        self.add_class("critpath-explorer")
+        self._boxes = [row1, row2, maps, self.progress_box]
+
+    @property
+    def message_text(self) -> str:
+        """The message area's text without markup."""
+        return self._message_text
+
+    # ---------------------------------------------------------------- messages
+    def show_message(self, text_html: str, kind: str) -> None:
+        """Show ``text_html`` (escaped by the caller) in the message area."""
+        self._message_text = html.unescape(re.sub(r"<[^>]+>", "", text_html))
+        self.message.value = message_html(text_html, kind)
+
+    # ---------------------------------------------------------------- progress
+    def show_progress(self, method: str) -> None:
+        """Show the progress bar and Cancel button for a long ``method``."""
+        with self.progress.hold_sync():
+            self.progress.value = 0
+            self.progress.max = 1
+        self.progress_label.value = ""
+        self.cancel_button.disabled = False
+        self.progress_box.layout.display = "flex"
+        self.show_message(
+            f"Computing {esc(method_label(method))} (this takes a while; Cancel stops it)...",
+            "busy",
+        )
+
+    def report_progress(self, done: int, total: int) -> None:
+        """Move the progress bar (throttled: a message per step would flood the front end)."""
+        now = time.monotonic()
+        if now - self._last_progress >= PROGRESS_INTERVAL_S or done >= total:
+            self._last_progress = now
+            with self.progress.hold_sync():
+                self.progress.max = max(int(total), 1)
+                self.progress.value = min(int(done), int(total))
+            self.progress_label.value = f"{int(done)} / {int(total)}"
+
+    def hide_progress(self) -> None:
+        """Hide the progress bar and disable Cancel (no message when nothing changes)."""
+        if self.progress_box.layout.display != "none":
+            self.progress_box.layout.display = "none"
+        if not self.cancel_button.disabled:
+            self.cancel_button.disabled = True
+
+    # ----------------------------------------------------------------- results
+    def set_target_options(
+        self, target: int, entry: Any | None, category: Callable[[int], str]
+    ) -> None:
+        """List the picture's most probable classes (plus ``target``) in the target
+        picker and select ``target``; ``entry`` is the picture's cache entry."""
+        options = list(self.target_picker.options)
+        values = [v for _, v in options]
+        if entry is not None and entry.ready:
+            base = [(f"{category(i)} ({entry.probs[i]:.1%})", i) for i in entry.top]
+            if [v for _, v in base] != values[: len(base)] or target not in values:
+                options = base
+                values = [v for _, v in options]
+        if target not in values:
+            probs = entry.probs if entry is not None else None
+            p = probs[target] if probs is not None and 0 <= target < len(probs) else None
+            options.append((category(target) + (f" ({p:.1%})" if p is not None else ""), target))
+        with self.target_picker.hold_sync():
+            if list(self.target_picker.options) != options:
+                self.target_picker.options = options
+            self.target_picker.value = target
+
+    def take_upload(self, files: Any) -> tuple[bytes, str] | None:
+        """The last uploaded file as (content, name), clearing the upload control so that
+        the same file can be uploaded again; ``None`` when there is none. Call it quietly."""
+        if not files:
+            return None
+        item = files[-1]
+        content = item["content"] if isinstance(item, dict) else item.content
+        name = item["name"] if isinstance(item, dict) else getattr(item, "name", "")
+        data = bytes(content)
+        try:
+            self.upload.value = ()
+        except Exception:  # noqa: BLE001 - clearing is only for re-uploads
+            pass
+        return data, name or "upload"
+
+    def show_maps(
+        self,
+        image: Image.Image | None,
+        pathway: np.ndarray,
+        pathway_label: str,
+        gradient: np.ndarray | None,
+        gradient_label: str,
+    ) -> None:
+        """Show new maps; ``image`` (``None``: unchanged) and ``gradient`` (``None``:
+        unchanged) are sent only when they changed."""
+        with self.pathway_overlay.hold_sync():
+            self.pathway_overlay.set_data(image=image, values=pathway)
+            self.pathway_overlay.label = pathway_label
+        if gradient is not None:
+            with self.gradient_overlay.hold_sync():
+                self.gradient_overlay.set_data(image=image, values=gradient)
+                self.gradient_overlay.label = gradient_label
+
+    def close(self) -> None:
+        """Close every control, panel and box, then the view itself."""
+        # getattr: close() also runs (from __del__) on a view whose construction failed
+        for name in (*self._CHILDREN, "_boxes"):
+            value = getattr(self, name, None)
+            for w in value if isinstance(value, list) else [value]:
+                if w is not None:
+                    w.close()
+        super().close()
+
+    _CHILDREN = (
+        "pathway_overlay",
+        "gradient_overlay",
+        "layers",
+        "photo_picker",
+        "upload",
+        "target_picker",
+        "method_picker",
+        "sparsity_slider",
+        "scope_buttons",
+        "progress",
+        "progress_label",
+        "cancel_button",
+        "message",
+    )
+
+
+__all__ = ["ExplorerView", "SPARSITY_MAX", "esc", "message_html", "summary_html"]

@@ -1,0 +1,503 @@
+"""PathwayExplorer: wires the view, the request worker and the caches into one widget.
+
+Data flows one way: the controls (and the traits linked to them) make a request; the
+worker computes it off the kernel's main thread, from the caches where it can; the
+result is shown unless a newer request came meanwhile. Errors (bad uploads, models
+without recordable sites, cancellations, ...) are shown in the message area and
+logged; the previous view stays and the controls keep working.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import traitlets
+
+from ...engine import SCOPES, Explanation, PathwayExplainer
+from ...errors import Cancelled, CritpathError, InputError
+from ...methods import LONG_METHODS, method_label
+from .caches import ImageEntry
+from .session import ExplainSession
+from .view import SPARSITY_MAX, ExplorerView, esc, summary_html
+from .worker import Request, RequestWorker, Superseded
+
+log = logging.getLogger(__name__)
+
+
+class PathwayExplorer(ExplorerView):
+    """Interactive critical-pathway explorer.
+
+    Parameters
+    ----------
+    model:
+        ``None`` for the offline default (``load_model()``), a
+        :class:`critpath_widgets.ModelBundle`, or any ``torch.nn.Module``.
+    image:
+        ``None`` for the sample photo "coffee" (or the first sample), a sample name,
+        a PIL image, an ``(H, W[, C])`` array, image file bytes, a path, or an already
+        preprocessed tensor ``(C, H, W)`` / ``(1, C, H, W)``.
+    preprocess:
+        ``PIL image -> (C, H, W) tensor``. Taken from the bundle for the default
+        model; required for a plain ``nn.Module`` unless ``image`` is a tensor.
+    categories:
+        Class names (default: the bundle's, else ``"class i"``).
+    crop:
+        Optional ``PIL -> PIL`` giving the picture the model sees, shown under the
+        overlays (the bundle's ``crop`` for the default model). Without it the
+        model input itself is shown, min-max scaled per channel.
+    steps:
+        Steps of NeuronIntGrad.
+    reduce:
+        Channel reduction of the displayed maps ("max_abs", "abs_sum", "x_input").
+    **traits:
+        Initial ``method``, ``sparsity``, ``target``, ``scope``; other keywords go to
+        ``ipywidgets.VBox``.
+    """
+
+    method = traitlets.Unicode("neuron_mct", help="pathway selection method")
+    """Selection method, one of the explainer's ``methods``; linked to the method picker."""
+
+    sparsity = traitlets.Float(0.7, min=0.0, max=SPARSITY_MAX, help="fraction removed")
+    """Share of neurons the pathway removes; linked to the slider. A change reuses the
+    cached scores (one masked pass)."""
+
+    target = traitlets.Int(0, help="class index whose logit is explained")
+    """Class explained. Follows the prediction of each new picture until set (from
+    Python or the target picker)."""
+
+    scope = traitlets.Enum(SCOPES, default_value="global", help="global or per-layer")
+    """"global" (one threshold over all sites) or "layer" (the same share per site)."""
+
+    def __init__(
+        self,
+        model: Any = None,
+        image: Any = None,
+        preprocess: Any = None,
+        categories: Any = None,
+        *,
+        crop: Any = None,
+        steps: int = 10,
+        reduce: str = "max_abs",
+        **kwargs: Any,
+    ) -> None:
+        trait_values = {
+            k: kwargs.pop(k) for k in ("method", "sparsity", "target", "scope") if k in kwargs
+        }
+        # state first: validators and close() (also from __del__) rely on it
+        self._worker = RequestWorker(self._handle)
+        self._lock = self._worker.lock
+        self._local = threading.local()
+        self._session = ExplainSession(
+            preprocess=preprocess,
+            crop=crop,
+            categories=categories,
+            steps=steps,
+            reduce=reduce,
+            lock=self._lock,
+        )
+        self._images = self._session.images
+        self._target_auto = "target" not in trait_values
+        self._explanation: Explanation | None = None
+        self._shown: dict | None = None
+        self._last_error: BaseException | None = None
+        self._auto_site = True
+        #: how many explain / at_sparsity / reused / gradient / shown steps the worker ran
+        self.stats = self._session.stats
+        #: seconds spent by the last shown request: computing, then updating the widgets
+        self.last_timing: dict[str, float] = {}
+        try:
+            self._session.setup(model)
+        except CritpathError as err:
+            self._session.setup_error = err
+            log.warning("PathwayExplorer: %s", err)
+        self._methods = self._session.methods
+        if self._session.model is not None and self._session.preprocess is None:
+            if not isinstance(image, torch.Tensor):
+                raise InputError(
+                    "preprocess is required with a plain nn.Module (PIL image -> tensor), "
+                    "unless image is an already preprocessed tensor"
+                )
+        try:
+            from ...models import sample_images
+
+            self._sample_names = list(sample_images())
+        except Exception:  # noqa: BLE001 - samples are a convenience
+            log.debug("sample_images() failed", exc_info=True)
+            self._sample_names = []
+        photo_ok = self._session.preprocess is not None
+        super().__init__(self._methods, self._sample_names, photo_ok, **kwargs)
+
+        with self._quiet():
+            for name in ("method", "scope", "sparsity", "target"):
+                if name in trait_values:
+                    setattr(self, name, trait_values[name])
+        self._links = [
+            traitlets.link((self, "method"), (self.method_picker, "value")),
+            traitlets.link((self, "sparsity"), (self.sparsity_slider, "value")),
+            traitlets.link((self, "scope"), (self.scope_buttons, "value")),
+        ]
+        self.cancel_button.on_click(lambda _b: self.cancel())
+        self.target_picker.observe(self._on_target_picker, "value")
+        self.photo_picker.observe(self._on_photo_picker, "value")
+        self.upload.observe(self._on_upload, "value")
+        if self._session.setup_error is not None:
+            self.show_message(f"<b>Error:</b> {esc(self._session.setup_error)}", "error")
+            self._last_error = self._session.setup_error
+
+        if image is None and photo_ok and self._sample_names:
+            image = "coffee" if "coffee" in self._sample_names else self._sample_names[0]
+        if image is not None:
+            self.set_image(image, keep_target=not self._target_auto)
+
+    # ================================================================= public API
+    @property
+    def explanation(self) -> Explanation | None:
+        """The Explanation currently on show (``None`` before the first result)."""
+        return self._explanation
+
+    @property
+    def explainer(self) -> PathwayExplainer | None:
+        """The :class:`PathwayExplainer` (``None`` if the model could not be set up)."""
+        return self._session.explainer
+
+    @property
+    def model(self) -> torch.nn.Module | None:
+        """The model explained (``None`` if it could not be set up)."""
+        return self._session.model
+
+    @property
+    def last_error(self) -> BaseException | None:
+        """The error shown in the message area by the last request (``None`` if it worked)."""
+        return self._last_error
+
+    @property
+    def busy(self) -> bool:
+        """Whether a request is being computed or waits."""
+        return self._worker.busy
+
+    def category(self, index: int) -> str:
+        """The class name of ``index`` (``"class i"`` without names)."""
+        return self._session.category(index)
+
+    def set_image(self, image: Any, name: str | None = None, *, keep_target: bool = False) -> None:
+        """Show another picture: a sample name, PIL image, array, file bytes, path or
+        preprocessed tensor. Decoding happens in the worker; a bad picture shows a
+        message and the previous one stays. The target follows the new prediction
+        unless ``keep_target``."""
+        sample = None
+        if isinstance(image, str) and image in self._sample_names and not Path(image).is_file():
+            sample = image
+        if isinstance(image, torch.Tensor):
+            if image.ndim == 3:
+                image = image.unsqueeze(0)
+            if image.ndim != 4 or image.shape[0] != 1:
+                raise InputError(
+                    f"an image tensor must be (C, H, W) or (1, C, H, W), got {tuple(image.shape)}"
+                )
+        elif self._session.preprocess is None and self._session.model is not None:
+            raise InputError("this explorer has no preprocess: pass a preprocessed tensor")
+        with self._lock:
+            self._session.add_image(image, sample=sample)
+            if not keep_target:
+                self._target_auto = True
+        with self._quiet():
+            self.photo_picker.value = sample
+        self.show_message(f"Loading {esc(sample or name or 'the picture')}...", "busy")
+        self._submit()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the view reflects the current traits and image.
+
+        Returns ``True`` once the latest request has been handled: its result is on
+        show, or its error / cancellation is in the message area (see
+        :attr:`last_error`). Raises ``TimeoutError`` if that takes longer than
+        ``timeout`` seconds (``None``: no limit). Do not call it from an observer that
+        the worker thread runs.
+        """
+        if not self._worker.wait(timeout):
+            raise TimeoutError(f"PathwayExplorer did not settle within {timeout} s")
+        return True
+
+    def cancel(self) -> None:
+        """Cancel the running or pending long computation (the Cancel button)."""
+        if self._worker.cancel():
+            self.show_message("Cancelling...", "busy")
+
+    def close(self) -> None:
+        """Stop the worker thread and close the widget and its children."""
+        worker = getattr(self, "_worker", None)
+        if worker is not None:
+            worker.close()
+        for link in getattr(self, "_links", []):
+            try:
+                link.unlink()
+            except Exception:  # noqa: BLE001
+                pass
+        super().close()
+
+    def save(self, path: str | Path, *, dpi: int = 120, timeout: float | None = 120.0) -> Path:
+        """Write a figure of the current view (photo, both maps as painted with the
+        overlays' colour settings, layer chart) after waiting for the view to settle.
+        The format follows the file extension (png, pdf, svg, ...). Returns the path."""
+        from ...report import MapStyle, render_explanation, save_figure
+
+        self.wait(timeout)
+        e = self._explanation
+        if e is None:
+            raise InputError("nothing to save yet: no explanation has been computed")
+        entry = self._images.get(self._images.shown)
+        fig = render_explanation(
+            entry.display if entry is not None else None,
+            e,
+            self.pathway_overlay.array,
+            self.gradient_overlay.array,
+            name=self.category(int(e.target[0])),
+            pathway_style=MapStyle.of(self.pathway_overlay),
+            gradient_style=MapStyle.of(self.gradient_overlay),
+            selected_site=self.layers.selected_site,
+        )
+        return save_figure(fig, path, dpi=dpi)
+
+    # ============================================================ trait plumbing
+    @contextmanager
+    def _quiet(self) -> Iterator[None]:
+        """Trait / control changes made inside do not start a computation (this thread)."""
+        self._local.depth = getattr(self._local, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            self._local.depth -= 1
+
+    def _is_quiet(self) -> bool:
+        return getattr(self._local, "depth", 0) > 0
+
+    @traitlets.validate("method")
+    def _validate_method(self, proposal: dict) -> str:
+        value = proposal["value"]
+        if value not in self._methods:
+            raise traitlets.TraitError(f"method must be one of {self._methods}, got {value!r}")
+        return value
+
+    @traitlets.validate("target")
+    def _validate_target(self, proposal: dict) -> int:
+        value = int(proposal["value"])
+        n = self._images.num_classes()
+        if value < 0 or (n is not None and value >= n):
+            raise traitlets.TraitError(
+                f"target must be a class index in [0, {n - 1 if n else '...'}], got {value}"
+            )
+        return value
+
+    @traitlets.observe("method", "sparsity", "scope")
+    def _on_param(self, change: dict) -> None:
+        if not self._is_quiet():
+            self._submit()
+
+    @traitlets.observe("target")
+    def _on_target(self, change: dict) -> None:
+        if self._is_quiet():
+            return
+        with self._lock:
+            self._target_auto = False
+        with self._quiet():
+            self._sync_target_picker(change["new"])
+        self._submit()
+
+    def _on_target_picker(self, change: dict) -> None:
+        if self._is_quiet() or change["new"] is None:
+            return
+        if int(change["new"]) == self.target:
+            # same value, but the user picked it: pin the target
+            with self._lock:
+                self._target_auto = False
+            return
+        self.target = int(change["new"])
+
+    def _on_photo_picker(self, change: dict) -> None:
+        if self._is_quiet() or change["new"] is None:
+            return
+        self.set_image(change["new"])
+
+    def _on_upload(self, change: dict) -> None:
+        if self._is_quiet():
+            return
+        with self._quiet():
+            upload = self.take_upload(change["new"])
+        if upload is not None:
+            self.set_image(upload[0], name=upload[1])
+
+    def _sync_target_picker(self, target: int, entry: ImageEntry | None = None) -> None:
+        """Make the target dropdown list the top classes (plus ``target``) and show it."""
+        entry = entry or self._images.get(self._images.current)
+        self.set_target_options(target, entry, self.category)
+
+    def _submit(self) -> None:
+        """Make a request of the current picture and traits."""
+        with self._lock:
+            if self._images.current < 0:
+                return
+            self._worker.submit(
+                image_id=self._images.current,
+                target=None if self._target_auto else int(self.target),
+                method=self.method,
+                scope=self.scope,
+                sparsity=float(self.sparsity),
+            )
+
+    # ================================================================ the work
+    def _handle(self, req: Request) -> None:
+        """Run a request in the worker; failures go to the message area."""
+        try:
+            self._process(req)
+        except Superseded:
+            log.debug("request %d superseded", req.gen)
+        except Cancelled:
+            self._on_cancelled(req)
+        except Exception as err:  # noqa: BLE001 - shown in the widget
+            if self._worker.is_stale(req) and not isinstance(err, CritpathError):
+                log.debug("stale request %d failed", req.gen, exc_info=True)
+                return
+            self._last_error = err
+            if isinstance(err, CritpathError):
+                log.info("PathwayExplorer: %s", err)
+                text = f"<b>Error:</b> {esc(err)}"
+            else:
+                log.exception("PathwayExplorer: computation failed")
+                text = f"<b>Unexpected error</b> ({esc(type(err).__name__)}): {esc(err)}"
+            if self._explanation is not None:
+                text += "<br><i>The previous result is still shown.</i>"
+            self.show_message(text, "error")
+        finally:
+            self.hide_progress()
+
+    def _process(self, req: Request) -> None:
+        """Prepare the picture, get the explanation (cached, re-thresholded or scored),
+        the plain gradient, and show them unless a newer request came."""
+        session, stale = self._session, self._worker.is_stale
+        if session.setup_error is not None:
+            raise session.setup_error
+        entry = session.entry_for(req.image_id)
+        if not entry.ready:
+            self._load(entry)
+            if stale(req):
+                return
+        target = session.target_for(entry, req.target)
+        key = (entry.id, target, req.method, req.scope)
+        t0 = time.perf_counter()
+        cached = session.cached(key)
+        if cached is None:
+            long = req.method in LONG_METHODS
+            if long:
+                self.show_progress(req.method)
+            progress = self._worker.progress_callback(req, self.report_progress)
+            e = session.score(entry, target, req.method, req.scope, req.sparsity, progress)
+            if long:
+                self.hide_progress()
+        elif abs(float(cached.sparsity) - req.sparsity) < 1e-9:
+            e = cached
+            self.stats["reused"] += 1
+        else:
+            if stale(req):
+                return
+            e = cached.at_sparsity(req.sparsity)
+            self.stats["at_sparsity"] += 1
+        session.store(key, e)
+        if stale(req):
+            return
+        grad = session.gradient(entry, target)
+        if stale(req):
+            return
+        t1 = time.perf_counter()
+        self._show(req, entry, target, e, grad, t1 - t0)
+        self.last_timing = {"compute_s": t1 - t0, "show_s": time.perf_counter() - t1}
+        if cached is None and not self._worker.has_pending:
+            # sort the new scores while the user looks, so that slider moves need a
+            # single comparison pass to select (Explanation.at_sparsity)
+            e.prepare_sparsity_changes()
+
+    def _load(self, entry: ImageEntry) -> None:
+        """Prepare a picture and point the target at its prediction; if it fails, the
+        controls go back to the last good picture and the error is re-raised."""
+        try:
+            is_current = self._session.load(entry)
+        except BaseException:
+            # a pending request for the failed picture shows the last good one instead
+            self._worker.redirect_pending(entry.id, self._images.good)
+            good = self._images.get(self._images.good)
+            with self._quiet():
+                self.photo_picker.value = good.sample if good is not None else None
+            raise
+        if is_current:
+            with self._quiet():
+                target = entry.predicted if self._target_auto else int(self.target)
+                if 0 <= target < len(entry.probs):
+                    self._sync_target_picker(target, entry)
+                if self._target_auto and self.target != target:
+                    self.target = target
+
+    def _show(self, req: Request, entry: ImageEntry, target: int, e, grad, seconds) -> None:
+        """Put a result on show: maps, layer panel, message."""
+        sal = self._session.saliency(e)
+        new_image = self._images.shown != entry.id
+        new_gradient = new_image or self._shown is None or self._shown["target"] != target
+        self.show_maps(
+            entry.display if new_image else None,
+            sal,
+            f"pathway gradient: {method_label(req.method)}, {req.scope}, "
+            f"sparsity {req.sparsity:.2f}",
+            grad if new_gradient else None,
+            f"plain gradient: {self.category(target)}",
+        )
+        self.layers.update(e, entry.display if new_image else None)
+        if self._auto_site and self.layers.selected_site < 0 and self.layers.summary:
+            # open the panel on the site holding the most kept contribution
+            kept = [float(s.kept_total) for s in self.layers.summary]
+            self.layers.selected_site = int(np.argmax(kept))
+        self._auto_site = False
+        self._explanation = e
+        self._images.shown = entry.id
+        self._shown = {
+            "image_id": entry.id,
+            "target": target,
+            "target_auto": req.target is None,
+            "method": req.method,
+            "scope": req.scope,
+            "sparsity": req.sparsity,
+        }
+        self._last_error = None
+        self.stats["shown"] += 1
+        p = float(entry.probs[target]) if entry.probs is not None else float("nan")
+        text = summary_html(e, target, self.category(target), p, self.layers.summary, seconds)
+        self.show_message(text, "info")
+
+    def _on_cancelled(self, req: Request) -> None:
+        """Say the request was cancelled and put the controls back to what is on show."""
+        self._last_error = Cancelled("cancelled by the user")
+        reverted = False
+        shown = self._shown
+        if not self._worker.has_pending and shown is not None:
+            if shown["image_id"] == self._images.current:
+                with self._quiet():
+                    self.method = shown["method"]
+                    self.scope = shown["scope"]
+                    self.sparsity = shown["sparsity"]
+                    with self._lock:
+                        self._target_auto = shown["target_auto"]
+                    self._sync_target_picker(shown["target"])
+                    self.target = shown["target"]
+                reverted = True
+        text = f"Cancelled: {esc(method_label(req.method))} was not computed."
+        if reverted:
+            text += " The controls are back to the result on show."
+        self.show_message(text, "warning")
+
+
+__all__ = ["PathwayExplorer"]

@@ -1,0 +1,133 @@
+"""The one figure renderer (report.render_explanation) behind the CLI, reports and
+PathwayExplorer.save: titles say what each map is, files are written, no widget import.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+import critpath_widgets
+from critpath_widgets import report
+from critpath_widgets.engine import PathwayExplainer
+from critpath_widgets.models import ModelBundle
+
+CATEGORIES = [f"kind{i}" for i in range(10)]
+
+
+def _preprocess(im: Image.Image) -> torch.Tensor:
+    arr = np.array(im.convert("RGB").resize((64, 64)), dtype=np.float32)
+    return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1.0
+
+
+def _photo(seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), "RGB")
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(num_classes=10).eval()
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """Every figure render_explanation draws, in order."""
+    drawn = []
+    render = report.render_explanation
+
+    def spy(*args, **kwargs):
+        fig = render(*args, **kwargs)
+        drawn.append(fig)
+        return fig
+
+    monkeypatch.setattr(report, "render_explanation", spy)
+    return drawn
+
+
+def _titles(fig) -> list[str]:
+    return [ax.get_title() for ax in fig.axes if ax.get_title()]
+
+
+def _assert_titles(fig, method_name: str, scope: str, sparsity: float, target: str) -> None:
+    titles = _titles(fig)
+    pathway = next(t for t in titles if t.startswith("pathway gradient"))
+    plain = next(t for t in titles if t.startswith("plain gradient"))
+    for part in (method_name, f"{scope} scope", f"sparsity {sparsity:.2f}", repr(target)):
+        assert part in pathway, (part, pathway)
+    assert repr(target) in plain and "sparsity" not in plain
+    assert any(t.startswith("photo") and repr(target) in t for t in titles)
+
+
+@pytest.mark.parametrize(
+    ("method", "name", "scope"),
+    [("random", "Random", "layer"), ("neuron_mct", "NeuronMCT", "global")],
+)
+def test_explanation_figure_titles_name_method_scope_sparsity_target(model, method, name, scope):
+    x = _preprocess(_photo())[None]
+    ex = PathwayExplainer(model)
+    e = ex.explain(x, target=3, method=method, sparsity=0.55, scope=scope)
+    fig = report.explanation_figure(_photo(), e, ex.gradient(x, e.target), CATEGORIES)
+    _assert_titles(fig, name, scope, 0.55, "kind3")
+    # without the plain gradient its panel is left out
+    fig = report.explanation_figure(_photo(), e, None, CATEGORIES)
+    assert not any(t.startswith("plain gradient") for t in _titles(fig))
+
+
+def test_cli_draws_with_the_shared_renderer(model, monkeypatch, tmp_path, figures, capsys):
+    from critpath_widgets import cli, models
+
+    bundle = ModelBundle(
+        model=model, preprocess=_preprocess, categories=CATEGORIES, name="tiny", crop=lambda im: im
+    )
+    monkeypatch.setattr(models, "load_model", lambda name, weights=None: bundle)
+    photo = tmp_path / "photo.png"
+    _photo(1).save(photo)
+    out = tmp_path / "fig" / "cli.png"
+    argv = ["explain", str(photo), "--method", "random", "--sparsity", "0.8", "--target", "2"]
+    assert cli.main([*argv, "--scope", "layer", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {out}" in capsys.readouterr().out
+    (fig,) = figures
+    _assert_titles(fig, "Random", "layer", 0.80, "kind2")
+
+
+def test_save_draws_what_the_explorer_shows(model, tmp_path, figures):
+    w = critpath_widgets.PathwayExplorer(
+        model, image=_photo(2), preprocess=_preprocess, categories=CATEGORIES, method="random"
+    )
+    try:
+        w.wait(120)
+        assert w.explanation is not None, w.message_text
+        w.pathway_overlay.colormap = "viridis"
+        w.pathway_overlay.sign = "positive"
+        w.pathway_overlay.opacity = 0.9
+        out = w.save(tmp_path / "view.png")
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        (fig,) = figures
+        e = w.explanation
+        _assert_titles(fig, "Random", e.scope, float(e.sparsity), w.category(w.target))
+        # the pathway map is painted with the overlay's settings: the colour bar spans
+        # [0, vmax] in "positive" mode, the plain gradient's [-vmax, vmax] ("signed")
+        bars = [ax for ax in fig.axes if "clipped" in ax.get_xlabel()]
+        assert [ax.get_xlabel().split()[0] for ax in bars] == ["positive", "signed"]
+        assert bars[0].get_xlim()[0] == 0 and bars[1].get_xlim()[0] < 0
+    finally:
+        w.close()
+
+
+def test_cli_and_report_import_no_widget_library():
+    code = (
+        "import sys, critpath_widgets.cli, critpath_widgets.report; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('ipywidgets', 'anywidget', "
+        "'bqplot')]; assert not bad, bad; "
+        "assert 'matplotlib' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
