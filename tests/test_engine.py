@@ -20,7 +20,7 @@ from critpath_widgets import (
     OptionError,
     PathwayExplainer,
 )
-from critpath_widgets.engine.select import keep_count
+from critpath_widgets.engine.pathway.policy import keep_count
 
 from . import reference as ref
 
@@ -171,7 +171,7 @@ def test_global_scope_keeps_exactly_the_top_scores(resnet, sparsity):
 
 
 def test_selection_on_large_rows_with_ties_matches_full_sort(monkeypatch):
-    from critpath_widgets.engine import selection
+    from critpath_widgets.engine.pathway import kernels
 
     g = torch.Generator().manual_seed(0)
     s = torch.rand(4, 400_000, generator=g) ** 3
@@ -179,76 +179,74 @@ def test_selection_on_large_rows_with_ties_matches_full_sort(monkeypatch):
     s[1, 200_000:200_100] = 0.5  # a tie block inside the range
     s[3, 50_000:250_000] = 0.25  # a massive tie above zero
     # ties at the threshold are resolved by position without the exact sort
-    monkeypatch.setattr(selection, "_exact_small", lambda *a: pytest.fail("exact sort used"))
+    monkeypatch.setattr(kernels, "_exact_small", lambda *a: pytest.fail("exact sort used"))
     for k in [1, 1000, 123_457, 250_000, 260_000, 399_999]:
         want = ref.topk_mask_sort(s, k)
-        assert torch.equal(selection.topk_mask(s, k), want), k
-        assert torch.equal(selection.topk_mask(s, k, torch.float32), want.float()), k
+        assert torch.equal(kernels.topk_mask(s, k), want), k
+        assert torch.equal(kernels.topk_mask(s, k, torch.float32), want.float()), k
 
 
 def test_chunked_band_and_long_bands_match_a_full_sort(monkeypatch):
     """Rows done chunk by chunk (hardtanh's backward marks the band), bands long enough to
     be bracketed again inside, ties in and around them, and rows whose bracket floor is
     negative (two comparisons instead), each against a full stable sort."""
-    from critpath_widgets.engine import selection
+    from critpath_widgets.engine.pathway import kernels
 
-    monkeypatch.setattr(selection, "_CHUNK", 170_001)  # many chunks, the last one short
-    monkeypatch.setattr(selection, "_exact_small", lambda *a: pytest.fail("exact sort used"))
+    monkeypatch.setattr(kernels, "_CHUNK", 170_001)  # many chunks, the last one short
+    monkeypatch.setattr(kernels, "_exact_small", lambda *a: pytest.fail("exact sort used"))
     g = torch.Generator().manual_seed(5)
     s = torch.rand(3, 1_000_000, generator=g) ** 2
     s[0, ::7] = 0.0  # dead neurons
     s[1, 100_000:100_500] = s[1, 3]  # a tie block at an ordinary value
     s[2] -= 0.5  # negative scores: the bracket floor is below 0
     calls = []
-    kth = selection._kth_largest
-    monkeypatch.setattr(
-        selection, "_kth_largest", lambda v, q: calls.append(v.numel()) or kth(v, q)
-    )
+    kth = kernels._kth_largest
+    monkeypatch.setattr(kernels, "_kth_largest", lambda v, q: calls.append(v.numel()) or kth(v, q))
     for k in (7, 60_000, 500_000, 999_000):
         want = ref.topk_mask_sort(s, k)
-        assert torch.equal(selection.topk_mask(s, k), want), k
-        assert torch.equal(selection.topk_mask(s, k, torch.float32), want.float()), k
-    assert max(calls) >= 16 * selection._MIN_SAMPLE  # the bracket inside a band was used
+        assert torch.equal(kernels.topk_mask(s, k), want), k
+        assert torch.equal(kernels.topk_mask(s, k, torch.float32), want.float()), k
+    assert max(calls) >= 16 * kernels._MIN_SAMPLE  # the bracket inside a band was used
 
 
 def test_ties_at_the_bracket_ceiling_stay_in_the_band(monkeypatch):
     """The k-th largest equal to the bracket's top, with ties there: the tied entries are
     in the band (lo < s <= hi), so the first ones by position are kept and no exact
     fallback is needed."""
-    from critpath_widgets.engine import selection
+    from critpath_widgets.engine.pathway import kernels
 
     g = torch.Generator().manual_seed(8)
     s = torch.rand(1, 300_000, generator=g)
     s[0, 1000:60_000:3] = 0.5  # about 20,000 ties at 0.5
     k = int((s > 0.5).sum()) + 5_000  # the k-th largest is 0.5, inside the tie block
     monkeypatch.setattr(
-        selection, "_bracket", lambda sc, kk: (torch.tensor([0.45]), torch.tensor([0.5]))
+        kernels, "_bracket", lambda sc, kk: (torch.tensor([0.45]), torch.tensor([0.5]))
     )
-    monkeypatch.setattr(selection, "_exact_small", lambda *a: pytest.fail("exact sort used"))
-    assert torch.equal(selection.topk_mask(s, k), ref.topk_mask_sort(s, k))
+    monkeypatch.setattr(kernels, "_exact_small", lambda *a: pytest.fail("exact sort used"))
+    assert torch.equal(kernels.topk_mask(s, k), ref.topk_mask_sort(s, k))
 
 
 def test_kth_largest_matches_a_sort_also_when_its_inner_bracket_misses(monkeypatch):
-    from critpath_widgets.engine import selection
+    from critpath_widgets.engine.pathway import kernels
 
     g = torch.Generator().manual_seed(6)
     v = torch.rand(100_000, generator=g)
     v[5_000:6_000] = 0.5
     want = torch.sort(v, descending=True).values
     for q in (1, 2, 30_000, 44_500, 45_000, 99_999, 100_000):
-        assert float(selection._kth_largest(v, q)) == float(want[q - 1]), q
+        assert float(kernels._kth_largest(v, q)) == float(want[q - 1]), q
     # an inner bracket that holds none of the wanted rank: the full selection answers
     monkeypatch.setattr(
-        selection, "_sample_bracket", lambda sample, p: (torch.tensor([0.9]), torch.tensor([0.95]))
+        kernels, "_sample_bracket", lambda sample, p: (torch.tensor([0.9]), torch.tensor([0.95]))
     )
-    assert float(selection._kth_largest(v, 70_000)) == float(want[69_999])
+    assert float(kernels._kth_largest(v, 70_000)) == float(want[69_999])
 
 
 def test_segment_selection_matches_a_full_sort_of_each_segment():
     """Per-layer selection: every column segment of every row keeps its own top k, with
     segments short enough for the exact path next to sampled ones, ties at zero and
     segments kept whole or dropped whole."""
-    from critpath_widgets.engine.selection import topk_segments
+    from critpath_widgets.engine.pathway.kernels import topk_segments
 
     g = torch.Generator().manual_seed(3)
     sizes = [10, 5_000, 300_000, 20_000, 1, 70_000]
@@ -270,17 +268,17 @@ def test_segment_selection_matches_a_full_sort_of_each_segment():
 
 
 def test_selection_falls_back_to_an_exact_sort_when_the_sample_bracket_misses(monkeypatch):
-    from critpath_widgets.engine import selection
+    from critpath_widgets.engine.pathway import kernels
 
     g = torch.Generator().manual_seed(1)
     s = torch.rand(4, 300_000, generator=g)
     k = 100_000
-    lo, hi = selection._bracket(s, k)
+    lo, hi = kernels._bracket(s, k)
     # rows 1 and 3 get a bracket that holds too few entries (their k-th value lies below)
     lo[1], hi[1] = 0.9, 0.95
     lo[3], hi[3] = 0.1, 0.2
-    monkeypatch.setattr(selection, "_bracket", lambda scores, kk: (lo, hi))
-    assert torch.equal(selection.topk_mask(s, k), ref.topk_mask_sort(s, k))
+    monkeypatch.setattr(kernels, "_bracket", lambda scores, kk: (lo, hi))
+    assert torch.equal(kernels.topk_mask(s, k), ref.topk_mask_sort(s, k))
 
 
 def test_layer_scope_keeps_same_share_per_site(resnet):
@@ -825,7 +823,7 @@ def test_torchvision_weights_file_loads_with_weights_only(tmp_path):
 
 
 def test_sorted_ranking_matches_full_sort_with_ties():
-    from critpath_widgets.engine.selection import Ranking
+    from critpath_widgets.engine.pathway.kernels import Ranking
 
     g = torch.Generator().manual_seed(1)
     s = torch.rand(2, 300_000, generator=g) ** 4
@@ -850,7 +848,7 @@ def test_at_sparsity_fast_path_matches_fresh_selection(resnet, scope, monkeypatc
     """Global scope compares each site's scores with the threshold as the masked pass
     reaches the site (ResNet's in-place ReLUs keep each site's weights for the backward:
     writing one site's weights must not mark another's as modified)."""
-    from critpath_widgets.engine.selection import Ranking
+    from critpath_widgets.engine.pathway.kernels import Ranking
 
     thresholds = []
     threshold = Ranking.threshold

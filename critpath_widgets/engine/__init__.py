@@ -12,8 +12,7 @@ from .explainer import (
     SiteSummary,
     reduce_channels,
 )
-from .select import GRANULARITIES, SCOPES
-from .selection import topk_mask
+from .pathway import GRANULARITIES, SCOPES, topk_mask
 from .sites import DEFAULT_SITE_TYPES
 
 __all__ = [

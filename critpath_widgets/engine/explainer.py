@@ -27,8 +27,8 @@ from .affine import AffineShortcut, alpha_batch, sum_rows
 from .fold import BatchNormFolding, global_hooks
 from .graph import edge_counts
 from .layout import SiteLayout
-from .replay import PrefixReplay
-from .select import (
+from .pathway.kernels import Ranking, count_ones, topk_mask
+from .pathway.policy import (
     GRANULARITIES,
     SCOPES,
     check_finite_scores,
@@ -37,7 +37,7 @@ from .select import (
     keep_count,
     select,
 )
-from .selection import Ranking, count_ones, topk_mask
+from .replay import PrefixReplay
 from .sites import (
     SiteHooks,
     SiteSpec,

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
-from ..errors import InputError, OptionError
-from . import memory
-from .layout import SiteLayout
-from .selection import Ranking, topk_mask, topk_segments
+from ...errors import InputError, OptionError
+from .. import memory
+from ..layout import SiteLayout
+from .kernels import Ranking, topk_mask, topk_segments
 
 SCOPES = ("global", "layer")
 GRANULARITIES = ("neuron", "channel")
+
+
+class Selection(NamedTuple):
+    """What a pathway keeps: the share of neurons removed, over all sites at once
+    ("global") or per site ("layer"), ranking neurons or whole channels."""
+
+    sparsity: float
+    scope: str
+    granularity: str
 
 
 def check_sparsity(sparsity: object) -> float:

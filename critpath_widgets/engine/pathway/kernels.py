@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from . import memory
+from .. import memory
 
 #: largest sample of a row that brackets its k-th value; smaller rows sample 1/16 of it
 _SAMPLE = 65536
