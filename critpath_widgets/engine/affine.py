@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .hooks import foreign_hooks
 from .sites import HookOwner
 
 #: Layers that are linear in their input plus a bias.
@@ -71,23 +72,15 @@ class AffineShortcut(HookOwner):
         self._pending.clear()
         self.used = False
 
-    def _alone(self, m: nn.Module) -> bool:
-        """Only our own hooks on ``m`` and no global module hooks."""
-        mm = nn.modules.module
-        return (
-            set(m._forward_pre_hooks) <= self._ours
-            and set(m._forward_hooks) <= self._ours
-            and not m._backward_hooks
-            and not getattr(m, "_backward_pre_hooks", None)
-            and not mm._global_forward_pre_hooks
-            and not mm._global_forward_hooks
-            and not mm._global_backward_hooks
-            and not getattr(mm, "_global_backward_pre_hooks", None)
-        )
-
     def _pre(self, m: nn.Module, args: tuple, kwargs: dict) -> Any:
         z = self._z
-        if z is None or kwargs or len(args) != 1 or args[0] is not z or not self._alone(m):
+        if (
+            z is None
+            or kwargs
+            or len(args) != 1
+            or args[0] is not z
+            or foreign_hooks(m, self._ours)
+        ):
             return None
         self._pending.add(id(m))
         return (self._src,), {}
