@@ -20,6 +20,7 @@ from critpath_widgets import (
     OptionError,
     PathwayExplainer,
 )
+from critpath_widgets.engine import masking, passes
 from critpath_widgets.engine.pathway.policy import keep_count
 
 from . import reference as ref
@@ -79,7 +80,7 @@ def test_mct_scores_and_pathway_gradient_match_masked_copy(factory, size):
     e = ex.explain(x, sparsity=0.6)
     # every site lies on the path from the logit to the first one: the scores were
     # computed inside the backward, by hooks on the site outputs
-    assert ex._scores_in_backward is True
+    assert ex._state.scores_in_backward is True
     tgt = e.target
     ref_scores = ref.mct_scores(model, x, tgt)
     assert len(ref_scores) == len(e.scores)
@@ -313,8 +314,8 @@ def test_at_sparsity_reuses_scores_and_matches_fresh(resnet, monkeypatch):
     ex = PathwayExplainer(resnet)
     e = ex.explain(x, sparsity=0.5)
     calls = []
-    orig = ex._score_pass
-    monkeypatch.setattr(ex, "_score_pass", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    orig = passes.score_pass
+    monkeypatch.setattr(passes, "score_pass", lambda *a, **k: calls.append(1) or orig(*a, **k))
     e2 = e.at_sparsity(0.9)
     assert not calls, "at_sparsity re-scored"
     assert e2.scores[0] is not None and e2.sparsity == 0.9
@@ -385,7 +386,7 @@ def test_intgrad_affine_shortcut_is_exact_and_steps_aside_for_foreign_hooks(
     def post(self, m, args, out):
         r = orig(self, m, args, out)
         if r is not None:  # by position in what ran: the folded twin, or the model itself
-            taken.add(list(ex._net).index(m))
+            taken.add(list(ex._state.net).index(m))
         return r
 
     monkeypatch.setattr(affine.AffineShortcut, "_post", post)
@@ -614,7 +615,7 @@ def test_scores_of_branches_dead_and_input_sites_match_autograd():
     first = ex.explain(x, sparsity=0.5)
     # b_relu6 is not upstream of the first site a_relu: the backward to it leaves that
     # gradient out, so the pass is redone with captured gradients, and from then on
-    assert ex._scores_in_backward is False
+    assert ex._state.scores_in_backward is False
     e = ex.explain(x, sparsity=0.5)
     assert all(torch.equal(a, b) for a, b in zip(first.scores, e.scores, strict=True))
     assert e.site_names == ["a_relu", "b_relu6", "dead", "in_relu", "shared", "shared#2"]
@@ -749,11 +750,11 @@ def test_non_finite_scores_are_reported(in_backward, method):
     before = ref.model_state(model)
     ex = PathwayExplainer(model)
     if not in_backward:
-        ex._scores_in_backward = False
+        ex._state.scores_in_backward = False
     with pytest.raises(InputError, match="not finite") as ei:
         ex.explain(rand_x(1), method=method)
     where = {f.name for f in traceback.extract_tb(ei.tb)}
-    assert ("_scores_in_backward" in where) == (in_backward and method != "neuron_intgrad")
+    assert ("scores_in_backward" in where) == (in_backward and method != "neuron_intgrad")
     ref.assert_same_state(before, ref.model_state(model))
 
 
@@ -913,7 +914,8 @@ def test_intgrad_prefix_replay_on_a_model_that_reads_its_batch_size(n):
     x = rand_x(n, 12)
     ex = PathwayExplainer(model)
     e = ex.explain(x, method="neuron_intgrad", steps=4, batch_size=3)
-    assert ex._broadcast_ok is not True and ex._replay_ok is True
+    intgrad = ex.scorer("neuron_intgrad")
+    assert intgrad.broadcast_ok is not True and intgrad.replay_ok is True
     want = ref.intgrad_scores_loop(model, x, e.target, steps=4)
     for a, b in zip(e.scores, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6 * float(b.abs().max()) + 1e-10)
@@ -1018,11 +1020,9 @@ class _GateNet(nn.Module):
 def _count_mask_paths(monkeypatch) -> tuple[list[str], list[str]]:
     """Record, per masked pass, the sites gated on their output and the calls whose
     input was masked in place (by module class and bounds)."""
-    from critpath_widgets.engine import explainer as E
-
     gated: list[str] = []
     premasked: list[str] = []
-    real_apply, real_ok = E._MaskedGate.apply, E._premask_ok
+    real_apply, real_ok = masking.MaskedGate.apply, masking.premask_ok
 
     def gate(x, y, lo, hi):
         gated.append("relu" if hi is None else f"tanh{lo:g},{hi:g}")
@@ -1034,8 +1034,8 @@ def _count_mask_paths(monkeypatch) -> tuple[list[str], list[str]]:
             premasked.append(type(module).__name__ + ("_" if module.inplace else ""))
         return r
 
-    monkeypatch.setattr(E._MaskedGate, "apply", gate)
-    monkeypatch.setattr(E, "_premask_ok", ok)
+    monkeypatch.setattr(masking.MaskedGate, "apply", gate)
+    monkeypatch.setattr(masking, "premask_ok", ok)
     return gated, premasked
 
 

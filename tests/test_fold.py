@@ -119,7 +119,7 @@ def test_folds_exactly_the_pairs_that_may_fold_and_stays_exact():
     ex = PathwayExplainer(model)
     _assert_exact(ex, model, x)
     assert ex._folding.pairs == 4  # stem, the two subclasses, the conv with bias
-    twin = ex._net
+    twin = ex._state.net
     assert twin is not model
     assert isinstance(twin.stem[1], nn.Identity) and isinstance(twin.bn, nn.Identity)
     assert isinstance(twin.bn_same, nn.Identity) and isinstance(twin.bn_same3, nn.Identity)
@@ -155,7 +155,7 @@ def test_weight_standardising_convolution_is_not_folded():
     _assert_exact(ex, model, x)
     # the stem and the subclasses still fold; the standardising one stays as it is
     assert ex._folding.pairs == 3
-    assert ex._net.conv is model.conv and ex._net.bn is model.bn
+    assert ex._state.net.conv is model.conv and ex._state.net.bn is model.bn
 
 
 def test_twin_follows_changes_to_the_model():
@@ -163,7 +163,7 @@ def test_twin_follows_changes_to_the_model():
     ex = PathwayExplainer(model)
     x = rand_x(2)
     _assert_exact(ex, model, x)
-    twin = ex._net
+    twin = ex._state.net
     # an optimizer step (in-place, bumps versions)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     model(x).sum().backward()
@@ -192,12 +192,12 @@ def test_twin_follows_changes_to_the_model():
     model.stem[0].weight.data[2].zero_()  # a pruned filter
     model.bn.running_var.data.mul_(2.0)
     _assert_exact(ex, model, x)
-    assert ex._net is twin  # all of these refold the same twin
+    assert ex._state.net is twin  # all of these refold the same twin
     # a new BatchNorm in place of a folded one, and a changed convolution attribute
     model.bn = nn.BatchNorm2d(8).double().eval()
     _stats(model.bn)
     _assert_exact(ex, model, x)
-    assert ex._net is not twin and ex._folding.pairs == 4
+    assert ex._state.net is not twin and ex._folding.pairs == 4
     model.same.stride = (1, 1)
     _assert_exact(ex, model, rand_x(2, 8))
     assert ex._folding.pairs == 4
@@ -208,18 +208,18 @@ def test_user_hooks_turn_folding_off_and_still_fire():
     ex = PathwayExplainer(model)
     x = rand_x(2)
     ex.explain(x)
-    assert ex._net is not model
+    assert ex._state.net is not model
     seen: list[torch.Tensor] = []
     h = model.bn.register_forward_hook(lambda m, a, o: seen.append(o))
     _assert_exact(ex, model, x)
-    assert ex._net is model and seen  # the hooked BatchNorm really ran
+    assert ex._state.net is model and seen  # the hooked BatchNorm really ran
     h.remove()
     _assert_exact(ex, model, x)
-    assert ex._net is not model and ex._folding.pairs == 4
+    assert ex._state.net is not model and ex._folding.pairs == 4
     g = nn.modules.module.register_module_forward_hook(lambda m, a, o: None)
     try:
         ex.explain(x)
-        assert ex._net is model  # a global hook sees every module: no twin either
+        assert ex._state.net is model  # a global hook sees every module: no twin either
     finally:
         g.remove()
 
@@ -231,7 +231,7 @@ def test_site_that_contains_a_pair_is_not_copied():
     x = rand_x(2)
     e = ex.explain(x, sparsity=0.5)
     assert e.site_names[0] == "stem"
-    assert ex._net.stem is model.stem
+    assert ex._state.net.stem is model.stem
     assert ex._folding.pairs == 3  # the subclasses and the conv with bias
 
 
@@ -239,7 +239,7 @@ def test_fold_batchnorm_false_runs_the_model_itself():
     model = _net()
     ex = PathwayExplainer(model, fold_batchnorm=False)
     _assert_exact(ex, model, rand_x(2))
-    assert ex._net is model and ex._folding is None
+    assert ex._state.net is model and ex._folding is None
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
