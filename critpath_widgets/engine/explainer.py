@@ -62,7 +62,9 @@ class PathwayExplainer:
 
     methods: tuple[str, ...] = METHODS
 
-    def __init__(self, model: nn.Module, sites: SiteSpec = None, fold_batchnorm: bool = True):
+    def __init__(
+        self, model: nn.Module, sites: SiteSpec = None, fold_batchnorm: bool = True
+    ) -> None:
         self.model = model
         modules = resolve_site_modules(model, sites)
         # eval-mode BatchNorms folded into the convolutions before them, in a twin that

@@ -120,11 +120,13 @@ class Scale(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """a * w into a recycled buffer; w kept for the backward."""
         ctx.save_for_backward(w)
         return torch.mul(a, w, out=memory.empty_like(a))
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """g * w into a recycled buffer (w is a constant: no gradient)."""
         (w,) = ctx.saved_tensors
         return torch.mul(g, w, out=memory.empty_like(g)), None
 
@@ -144,12 +146,14 @@ class MaskedGate(torch.autograd.Function):
     def forward(
         ctx: Any, x: torch.Tensor, y: torch.Tensor, lo: float, hi: float | None
     ) -> torch.Tensor:
+        """y itself (the masked output, computed by the caller), saved for the backward."""
         ctx.save_for_backward(y)
         ctx.lo, ctx.hi = lo, hi
         return y
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        """g where lo < y (< hi), else 0: the activation's own backward, gated by y."""
         (y,) = ctx.saved_tensors
         if ctx.hi is None:
             return _THRESHOLD_BACKWARD(g, y, ctx.lo), None, None, None
