@@ -16,7 +16,7 @@ from collections.abc import Set
 
 from torch import nn
 
-#: kinds of hooks, as (a module's hook dict, the matching global hook dict)
+#: kinds of hooks, as (a module's hook dict, the matching global hook dict) pairs
 HookKinds = tuple[tuple[str, str], ...]
 #: forward hooks: they see a module's output
 OUTPUT: HookKinds = (("_forward_hooks", "_global_forward_hooks"),)
@@ -30,31 +30,33 @@ ALL: HookKinds = (
 )
 
 _NONE: frozenset[int] = frozenset()
-
-
-def global_hooks(kinds: HookKinds = ALL) -> bool:
-    """Whether a global module hook of these kinds is registered (it sees every module)."""
-    mm = nn.modules.module
-    for _, name in kinds:
-        if getattr(mm, name):
-            return True
-    return False
-
-
-def own_hooks(module: nn.Module, ours: Set[int] = _NONE, kinds: HookKinds = ALL) -> bool:
-    """Whether ``module`` itself holds a hook of these kinds whose id is not in ``ours``
-    (global hooks aside)."""
-    for name, _ in kinds:
-        d = getattr(module, name)
-        if d and not d.keys() <= ours:
-            return True
-    return False
+_MODULE = nn.modules.module  # holds the global hook dicts (read at every call)
 
 
 def foreign_hooks(module: nn.Module, ours: Set[int] = _NONE, kinds: HookKinds = ALL) -> bool:
     """Whether anything other than us hooks ``module``: a hook of these kinds on it whose
-    id is not in ``ours``, or a global one."""
-    return global_hooks(kinds) or own_hooks(module, ours, kinds)
+    id is not in ``ours``, or a global one. (Asked per site call: one loop, no calls.)"""
+    for own, everywhere in kinds:
+        d = getattr(module, own)
+        if getattr(_MODULE, everywhere) or (d and not d.keys() <= ours):
+            return True
+    return False
+
+
+def global_hooks(kinds: HookKinds = ALL) -> bool:
+    """Whether a global module hook of these kinds is registered (it sees every module):
+    :func:`foreign_hooks`' global half."""
+    return any(getattr(_MODULE, everywhere) for _, everywhere in kinds)
+
+
+def own_hooks(module: nn.Module, ours: Set[int] = _NONE, kinds: HookKinds = ALL) -> bool:
+    """Whether ``module`` itself holds a hook of these kinds whose id is not in ``ours``:
+    :func:`foreign_hooks`' own half (global hooks aside)."""
+    for own, _ in kinds:
+        d = getattr(module, own)
+        if d and not d.keys() <= ours:
+            return True
+    return False
 
 
 def foreign_hooks_anywhere(model: nn.Module, ours: Set[int] = _NONE) -> bool:
