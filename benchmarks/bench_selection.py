@@ -28,7 +28,7 @@ def main() -> None:
     import torch
 
     import critpath_widgets as cw
-    from critpath_widgets.engine.select import keep_count, select
+    from critpath_widgets.engine.pathway.policy import keep_count, select
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="efficientnet_lite0")

@@ -20,7 +20,8 @@ from critpath_widgets import (
     OptionError,
     PathwayExplainer,
 )
-from critpath_widgets.engine.select import keep_count
+from critpath_widgets.engine import masking, passes
+from critpath_widgets.engine.pathway.policy import keep_count
 
 from . import reference as ref
 
@@ -79,7 +80,7 @@ def test_mct_scores_and_pathway_gradient_match_masked_copy(factory, size):
     e = ex.explain(x, sparsity=0.6)
     # every site lies on the path from the logit to the first one: the scores were
     # computed inside the backward, by hooks on the site outputs
-    assert ex._scores_in_backward is True
+    assert ex._state.scores_in_backward is True
     tgt = e.target
     ref_scores = ref.mct_scores(model, x, tgt)
     assert len(ref_scores) == len(e.scores)
@@ -171,7 +172,7 @@ def test_global_scope_keeps_exactly_the_top_scores(resnet, sparsity):
 
 
 def test_selection_on_large_rows_with_ties_matches_full_sort(monkeypatch):
-    from critpath_widgets.engine import selection
+    from critpath_widgets.engine.pathway import kernels
 
     g = torch.Generator().manual_seed(0)
     s = torch.rand(4, 400_000, generator=g) ** 3
@@ -179,76 +180,74 @@ def test_selection_on_large_rows_with_ties_matches_full_sort(monkeypatch):
     s[1, 200_000:200_100] = 0.5  # a tie block inside the range
     s[3, 50_000:250_000] = 0.25  # a massive tie above zero
     # ties at the threshold are resolved by position without the exact sort
-    monkeypatch.setattr(selection, "_exact_small", lambda *a: pytest.fail("exact sort used"))
+    monkeypatch.setattr(kernels, "_exact_small", lambda *a: pytest.fail("exact sort used"))
     for k in [1, 1000, 123_457, 250_000, 260_000, 399_999]:
         want = ref.topk_mask_sort(s, k)
-        assert torch.equal(selection.topk_mask(s, k), want), k
-        assert torch.equal(selection.topk_mask(s, k, torch.float32), want.float()), k
+        assert torch.equal(kernels.topk_mask(s, k), want), k
+        assert torch.equal(kernels.topk_mask(s, k, torch.float32), want.float()), k
 
 
 def test_chunked_band_and_long_bands_match_a_full_sort(monkeypatch):
     """Rows done chunk by chunk (hardtanh's backward marks the band), bands long enough to
     be bracketed again inside, ties in and around them, and rows whose bracket floor is
     negative (two comparisons instead), each against a full stable sort."""
-    from critpath_widgets.engine import selection
+    from critpath_widgets.engine.pathway import kernels
 
-    monkeypatch.setattr(selection, "_CHUNK", 170_001)  # many chunks, the last one short
-    monkeypatch.setattr(selection, "_exact_small", lambda *a: pytest.fail("exact sort used"))
+    monkeypatch.setattr(kernels, "_CHUNK", 170_001)  # many chunks, the last one short
+    monkeypatch.setattr(kernels, "_exact_small", lambda *a: pytest.fail("exact sort used"))
     g = torch.Generator().manual_seed(5)
     s = torch.rand(3, 1_000_000, generator=g) ** 2
     s[0, ::7] = 0.0  # dead neurons
     s[1, 100_000:100_500] = s[1, 3]  # a tie block at an ordinary value
     s[2] -= 0.5  # negative scores: the bracket floor is below 0
     calls = []
-    kth = selection._kth_largest
-    monkeypatch.setattr(
-        selection, "_kth_largest", lambda v, q: calls.append(v.numel()) or kth(v, q)
-    )
+    kth = kernels._kth_largest
+    monkeypatch.setattr(kernels, "_kth_largest", lambda v, q: calls.append(v.numel()) or kth(v, q))
     for k in (7, 60_000, 500_000, 999_000):
         want = ref.topk_mask_sort(s, k)
-        assert torch.equal(selection.topk_mask(s, k), want), k
-        assert torch.equal(selection.topk_mask(s, k, torch.float32), want.float()), k
-    assert max(calls) >= 16 * selection._MIN_SAMPLE  # the bracket inside a band was used
+        assert torch.equal(kernels.topk_mask(s, k), want), k
+        assert torch.equal(kernels.topk_mask(s, k, torch.float32), want.float()), k
+    assert max(calls) >= 16 * kernels._MIN_SAMPLE  # the bracket inside a band was used
 
 
 def test_ties_at_the_bracket_ceiling_stay_in_the_band(monkeypatch):
     """The k-th largest equal to the bracket's top, with ties there: the tied entries are
     in the band (lo < s <= hi), so the first ones by position are kept and no exact
     fallback is needed."""
-    from critpath_widgets.engine import selection
+    from critpath_widgets.engine.pathway import kernels
 
     g = torch.Generator().manual_seed(8)
     s = torch.rand(1, 300_000, generator=g)
     s[0, 1000:60_000:3] = 0.5  # about 20,000 ties at 0.5
     k = int((s > 0.5).sum()) + 5_000  # the k-th largest is 0.5, inside the tie block
     monkeypatch.setattr(
-        selection, "_bracket", lambda sc, kk: (torch.tensor([0.45]), torch.tensor([0.5]))
+        kernels, "_bracket", lambda sc, kk: (torch.tensor([0.45]), torch.tensor([0.5]))
     )
-    monkeypatch.setattr(selection, "_exact_small", lambda *a: pytest.fail("exact sort used"))
-    assert torch.equal(selection.topk_mask(s, k), ref.topk_mask_sort(s, k))
+    monkeypatch.setattr(kernels, "_exact_small", lambda *a: pytest.fail("exact sort used"))
+    assert torch.equal(kernels.topk_mask(s, k), ref.topk_mask_sort(s, k))
 
 
 def test_kth_largest_matches_a_sort_also_when_its_inner_bracket_misses(monkeypatch):
-    from critpath_widgets.engine import selection
+    from critpath_widgets.engine.pathway import kernels
 
     g = torch.Generator().manual_seed(6)
     v = torch.rand(100_000, generator=g)
     v[5_000:6_000] = 0.5
     want = torch.sort(v, descending=True).values
     for q in (1, 2, 30_000, 44_500, 45_000, 99_999, 100_000):
-        assert float(selection._kth_largest(v, q)) == float(want[q - 1]), q
+        assert float(kernels._kth_largest(v, q)) == float(want[q - 1]), q
     # an inner bracket that holds none of the wanted rank: the full selection answers
     monkeypatch.setattr(
-        selection, "_sample_bracket", lambda sample, p: (torch.tensor([0.9]), torch.tensor([0.95]))
+        kernels, "_sample_bracket", lambda sample, p: (torch.tensor([0.9]), torch.tensor([0.95]))
     )
-    assert float(selection._kth_largest(v, 70_000)) == float(want[69_999])
+    assert float(kernels._kth_largest(v, 70_000)) == float(want[69_999])
 
 
 def test_segment_selection_matches_a_full_sort_of_each_segment():
     """Per-layer selection: every column segment of every row keeps its own top k, with
     segments short enough for the exact path next to sampled ones, ties at zero and
     segments kept whole or dropped whole."""
-    from critpath_widgets.engine.selection import topk_segments
+    from critpath_widgets.engine.pathway.kernels import topk_segments
 
     g = torch.Generator().manual_seed(3)
     sizes = [10, 5_000, 300_000, 20_000, 1, 70_000]
@@ -270,17 +269,17 @@ def test_segment_selection_matches_a_full_sort_of_each_segment():
 
 
 def test_selection_falls_back_to_an_exact_sort_when_the_sample_bracket_misses(monkeypatch):
-    from critpath_widgets.engine import selection
+    from critpath_widgets.engine.pathway import kernels
 
     g = torch.Generator().manual_seed(1)
     s = torch.rand(4, 300_000, generator=g)
     k = 100_000
-    lo, hi = selection._bracket(s, k)
+    lo, hi = kernels._bracket(s, k)
     # rows 1 and 3 get a bracket that holds too few entries (their k-th value lies below)
     lo[1], hi[1] = 0.9, 0.95
     lo[3], hi[3] = 0.1, 0.2
-    monkeypatch.setattr(selection, "_bracket", lambda scores, kk: (lo, hi))
-    assert torch.equal(selection.topk_mask(s, k), ref.topk_mask_sort(s, k))
+    monkeypatch.setattr(kernels, "_bracket", lambda scores, kk: (lo, hi))
+    assert torch.equal(kernels.topk_mask(s, k), ref.topk_mask_sort(s, k))
 
 
 def test_layer_scope_keeps_same_share_per_site(resnet):
@@ -315,8 +314,8 @@ def test_at_sparsity_reuses_scores_and_matches_fresh(resnet, monkeypatch):
     ex = PathwayExplainer(resnet)
     e = ex.explain(x, sparsity=0.5)
     calls = []
-    orig = ex._score_pass
-    monkeypatch.setattr(ex, "_score_pass", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    orig = passes.score_pass
+    monkeypatch.setattr(passes, "score_pass", lambda *a, **k: calls.append(1) or orig(*a, **k))
     e2 = e.at_sparsity(0.9)
     assert not calls, "at_sparsity re-scored"
     assert e2.scores[0] is not None and e2.sparsity == 0.9
@@ -387,7 +386,7 @@ def test_intgrad_affine_shortcut_is_exact_and_steps_aside_for_foreign_hooks(
     def post(self, m, args, out):
         r = orig(self, m, args, out)
         if r is not None:  # by position in what ran: the folded twin, or the model itself
-            taken.add(list(ex._net).index(m))
+            taken.add(list(ex._state.net).index(m))
         return r
 
     monkeypatch.setattr(affine.AffineShortcut, "_post", post)
@@ -616,7 +615,7 @@ def test_scores_of_branches_dead_and_input_sites_match_autograd():
     first = ex.explain(x, sparsity=0.5)
     # b_relu6 is not upstream of the first site a_relu: the backward to it leaves that
     # gradient out, so the pass is redone with captured gradients, and from then on
-    assert ex._scores_in_backward is False
+    assert ex._state.scores_in_backward is False
     e = ex.explain(x, sparsity=0.5)
     assert all(torch.equal(a, b) for a, b in zip(first.scores, e.scores, strict=True))
     assert e.site_names == ["a_relu", "b_relu6", "dead", "in_relu", "shared", "shared#2"]
@@ -751,11 +750,11 @@ def test_non_finite_scores_are_reported(in_backward, method):
     before = ref.model_state(model)
     ex = PathwayExplainer(model)
     if not in_backward:
-        ex._scores_in_backward = False
+        ex._state.scores_in_backward = False
     with pytest.raises(InputError, match="not finite") as ei:
         ex.explain(rand_x(1), method=method)
     where = {f.name for f in traceback.extract_tb(ei.tb)}
-    assert ("_scores_in_backward" in where) == (in_backward and method != "neuron_intgrad")
+    assert ("scores_in_backward" in where) == (in_backward and method != "neuron_intgrad")
     ref.assert_same_state(before, ref.model_state(model))
 
 
@@ -825,7 +824,7 @@ def test_torchvision_weights_file_loads_with_weights_only(tmp_path):
 
 
 def test_sorted_ranking_matches_full_sort_with_ties():
-    from critpath_widgets.engine.selection import Ranking
+    from critpath_widgets.engine.pathway.kernels import Ranking
 
     g = torch.Generator().manual_seed(1)
     s = torch.rand(2, 300_000, generator=g) ** 4
@@ -850,7 +849,7 @@ def test_at_sparsity_fast_path_matches_fresh_selection(resnet, scope, monkeypatc
     """Global scope compares each site's scores with the threshold as the masked pass
     reaches the site (ResNet's in-place ReLUs keep each site's weights for the backward:
     writing one site's weights must not mark another's as modified)."""
-    from critpath_widgets.engine.selection import Ranking
+    from critpath_widgets.engine.pathway.kernels import Ranking
 
     thresholds = []
     threshold = Ranking.threshold
@@ -915,7 +914,8 @@ def test_intgrad_prefix_replay_on_a_model_that_reads_its_batch_size(n):
     x = rand_x(n, 12)
     ex = PathwayExplainer(model)
     e = ex.explain(x, method="neuron_intgrad", steps=4, batch_size=3)
-    assert ex._broadcast_ok is not True and ex._replay_ok is True
+    intgrad = ex.scorer("neuron_intgrad")
+    assert intgrad.broadcast_ok is not True and intgrad.replay_ok is True
     want = ref.intgrad_scores_loop(model, x, e.target, steps=4)
     for a, b in zip(e.scores, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6 * float(b.abs().max()) + 1e-10)
@@ -1020,11 +1020,9 @@ class _GateNet(nn.Module):
 def _count_mask_paths(monkeypatch) -> tuple[list[str], list[str]]:
     """Record, per masked pass, the sites gated on their output and the calls whose
     input was masked in place (by module class and bounds)."""
-    from critpath_widgets.engine import explainer as E
-
     gated: list[str] = []
     premasked: list[str] = []
-    real_apply, real_ok = E._MaskedGate.apply, E._premask_ok
+    real_apply, real_ok = masking.MaskedGate.apply, masking.premask_ok
 
     def gate(x, y, lo, hi):
         gated.append("relu" if hi is None else f"tanh{lo:g},{hi:g}")
@@ -1036,8 +1034,8 @@ def _count_mask_paths(monkeypatch) -> tuple[list[str], list[str]]:
             premasked.append(type(module).__name__ + ("_" if module.inplace else ""))
         return r
 
-    monkeypatch.setattr(E._MaskedGate, "apply", gate)
-    monkeypatch.setattr(E, "_premask_ok", ok)
+    monkeypatch.setattr(masking.MaskedGate, "apply", gate)
+    monkeypatch.setattr(masking, "premask_ok", ok)
     return gated, premasked
 
 

@@ -3,17 +3,10 @@
 Nothing here imports a widget library, so scripts can use it on their own.
 """
 
-from .explainer import (
-    METHODS,
-    REDUCTIONS,
-    Explanation,
-    Pathway,
-    PathwayExplainer,
-    SiteSummary,
-    reduce_channels,
-)
-from .select import GRANULARITIES, SCOPES
-from .selection import topk_mask
+from .explainer import PathwayExplainer
+from .explanation import REDUCTIONS, Explanation, Pathway, SiteSummary, reduce_channels
+from .pathway import GRANULARITIES, SCOPES, topk_mask
+from .scorers import METHODS
 from .sites import DEFAULT_SITE_TYPES
 
 __all__ = [

@@ -43,6 +43,8 @@ from torch import nn
 
 from ..errors import FoldingWarning
 from .graph import edge_counts
+from .hooks import global_hooks
+from .hooks import own_hooks as _hooked
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _HOOK_DICTS = (
@@ -71,24 +73,6 @@ def _foldable_bn(m: nn.Module) -> bool:
         and m.track_running_stats
         and m.running_mean is not None
         and m.running_var is not None
-    )
-
-
-def _hooked(m: nn.Module) -> bool:
-    """Any hook on the module (the other hook dicts only annotate these ones' entries)."""
-    return bool(
-        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
-    )
-
-
-def global_hooks() -> bool:
-    """Whether any global module hook is registered (it would see every module)."""
-    mm = nn.modules.module
-    return bool(
-        mm._global_forward_hooks
-        or mm._global_forward_pre_hooks
-        or mm._global_backward_hooks
-        or mm._global_backward_pre_hooks
     )
 
 

@@ -243,8 +243,9 @@ class SiteHooks(HookOwner):
 def eval_mode(model: nn.Module) -> Iterator[None]:
     """Put every submodule in eval mode and restore each one's own flag afterwards.
 
-    A model already in eval mode is left untouched: ``Module.__setattr__`` costs about
-    2 ms over EfficientNet-Lite0's 185 modules, paid on every explanation otherwise.
+    A model already in eval mode is left untouched: setting every module's flag goes
+    through ``Module.__setattr__`` for each of them, a cost paid on every explanation
+    otherwise.
     """
     flags = [(m, m.training) for m in model.modules()]
     try:

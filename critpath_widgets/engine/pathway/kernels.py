@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from . import memory
+from .. import memory
 
 #: largest sample of a row that brackets its k-th value; smaller rows sample 1/16 of it
 _SAMPLE = 65536
@@ -23,9 +23,9 @@ _SEED = 0x5EED
 
 
 def count_true(mask: torch.Tensor) -> torch.Tensor:
-    """Per-row count of a 2-D bool tensor (summing bools directly is several times slower)."""
+    """Per-row count of a 2-D bool tensor (cheaper than summing the bools)."""
     # count_nonzero over a whole contiguous row is the fast kernel; the row-wise
-    # reductions over bools are 10x slower, so count row by row (one kernel per row)
+    # reductions over bools are slower, so count row by row (one kernel per row)
     return torch.stack([torch.count_nonzero(row) for row in mask])
 
 
@@ -99,7 +99,7 @@ def _sample_bracket(sample: torch.Tensor, p: float) -> tuple[torch.Tensor, torch
 def _kth_largest(v: torch.Tensor, q: int) -> torch.Tensor:
     """The q-th largest entry (1-based) of a 1-D tensor: a long one is bracketed by a
     strided sample first, so that only the few entries inside the bracket are selected
-    from (a selection over all of them costs about 20 ns an entry here)."""
+    from (a selection costs time for every entry it reads)."""
     m = v.numel()
     if m < 16 * _MIN_SAMPLE:
         return torch.kthvalue(v, m - q + 1).values
@@ -223,9 +223,9 @@ def _above_and_band(
     each score strictly between lo and the float after hi, and 0 elsewhere: nonzero on
     the band exactly, as its entries are > lo >= 0. That pass and a cast to bool cost
     less than a second comparison into bool and an and with ``above`` (a bool-valued
-    comparison runs about four times slower than a float-valued one here). Rows are
-    done in chunks of :data:`_CHUNK` so that the chunk is still in the cache for the
-    second pass, the cast and the count (about 2 ms less on 6 M scores than whole rows).
+    comparison runs slower than a float-valued one). Rows are done in chunks of
+    :data:`_CHUNK` so that the chunk is still in the cache for the second pass, the cast
+    and the count.
     """
     rows, n = part.shape
     if n < _BAND_PASS_MIN or not part.is_floating_point() or not bool((lo >= 0).all()):
@@ -313,7 +313,7 @@ class Ranking:
     """Sorted copies of non-negative scores, so that any k needs one comparison pass.
 
     The bit patterns of non-negative floats sort like the floats, and integer sorts are
-    several times faster than float sorts here; the sort is paid once (on first use)
+    faster than float sorts; the sort is paid once (on first use)
     and then every new sparsity reads its threshold off the sorted keys.
     """
 

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
-from ..errors import InputError, OptionError
-from . import memory
-from .layout import SiteLayout
-from .selection import Ranking, topk_mask, topk_segments
+from ...errors import InputError, OptionError
+from .. import memory
+from ..layout import SiteLayout
+from .kernels import Ranking, topk_mask, topk_segments
 
 SCOPES = ("global", "layer")
 GRANULARITIES = ("neuron", "channel")
+
+
+class Selection(NamedTuple):
+    """What a pathway keeps: the share of neurons removed, over all sites at once
+    ("global") or per site ("layer"), ranking neurons or whole channels."""
+
+    sparsity: float
+    scope: str
+    granularity: str
 
 
 def check_sparsity(sparsity: object) -> float:
@@ -101,6 +112,47 @@ def select(
     for i, (o, size) in enumerate(spans):
         ranking.weights(keep_count(size, sparsity), o, o + size, out=layout.slice(out, i))
     return out
+
+
+def pass_weights(
+    ranking: Ranking,
+    layout: SiteLayout,
+    selection: Selection,
+    dtype: torch.dtype,
+    sorted_selection: bool = False,
+) -> tuple[torch.Tensor, list[torch.Tensor], Callable[[int], None] | None]:
+    """The pathway of ``ranking``'s scores at ``selection`` as the masked pass reads it:
+    0/1 weights (N, total) of ``dtype``, their per-site views, and ``fill`` or None.
+
+    With ``sorted_selection`` (a new sparsity for cached scores), a global neuron
+    selection whose threshold needs no cut among ties is left to ``fill(i)``: one
+    comparison per site, made as the masked pass reaches the site, so that the weights
+    are still in the cache for the product. Otherwise the weights are selected here
+    (from the sorted keys when ``sorted_selection``).
+    """
+    flat = ranking.scores
+    sparsity, scope, granularity = selection
+    t = None
+    if (
+        sorted_selection
+        and scope == "global"
+        and granularity == "neuron"
+        and flat.dtype == dtype
+        and ranking.usable
+    ):
+        t = ranking.threshold(keep_count(layout.total, sparsity))
+    if t is None:
+        weights = select(
+            flat, layout, sparsity, scope, granularity, ranking if sorted_selection else None
+        ).to(dtype)
+        return weights, layout.views(weights), None
+    weights = memory.empty_like(flat)
+    scores, masks = layout.views(flat), layout.unversioned_views(weights)
+
+    def fill(i: int) -> None:
+        torch.ge(scores[i], t.view(-1, *[1] * (scores[i].dim() - 1)), out=masks[i])
+
+    return weights, masks, fill
 
 
 def check_finite_scores(flat: torch.Tensor, total: torch.Tensor | None = None) -> None:

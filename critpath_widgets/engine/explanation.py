@@ -1,0 +1,230 @@
+"""What an explanation returns: the pathway, the scores, the pathway gradient.
+
+:class:`Explanation` keeps the scoring it came from (scores, contributions, their sorted
+:class:`~.pathway.Ranking`), so that :meth:`Explanation.at_sparsity` costs one masked
+pass and no new scoring; :class:`Pathway` is the kept selection, :class:`SiteSummary`
+one site's figures for the layer panel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..errors import InputError, OptionError
+from .layout import SiteLayout
+from .pathway import Ranking, check_sparsity, count_ones
+
+if TYPE_CHECKING:
+    from .explainer import PathwayExplainer
+
+REDUCTIONS = ("max_abs", "abs_sum", "x_input")
+
+
+def reduce_channels(
+    g: torch.Tensor, reduce: str = "max_abs", inputs: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(N, C, H, W) gradient -> (N, H, W) map: "max_abs" (per pixel the channel value of
+    largest magnitude, sign kept, as in the paper), "abs_sum" or "x_input"."""
+    if reduce == "max_abs":
+        idx = g.abs().max(dim=1, keepdim=True).indices  # max over dim 1 is cheaper than argmax
+        return g.gather(1, idx).squeeze(1)
+    if reduce == "abs_sum":
+        return g.abs().sum(dim=1)
+    if reduce == "x_input":
+        if inputs is None:
+            raise InputError("reduce='x_input' needs the inputs")
+        return (g * inputs).sum(dim=1)
+    raise OptionError(f"unknown reduce {reduce!r}; choose one of {', '.join(REDUCTIONS)}")
+
+
+@dataclass
+class Pathway:
+    """The critical pathway: which neurons of every site are kept."""
+
+    #: the selection as 0/1 values of the activations' dtype, (N, total neurons) in the
+    #: flat site layout (what the masked pass multiplies by)
+    weights: torch.Tensor = field(repr=False)
+    site_names: list[str]
+    sparsity: float
+    scope: str
+    granularity: str
+    layout: SiteLayout = field(repr=False)
+    _flat: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def flat(self) -> torch.Tensor:
+        """The selection as one bool (N, total neurons) tensor (True = kept); made from the
+        weights on first use, since the pass itself needs only the weights."""
+        if self._flat is None:
+            self._flat = self.weights.bool()
+        return self._flat
+
+    @property
+    def masks(self) -> list[torch.Tensor]:
+        """One bool mask per site, shaped like the site's output (views into :attr:`flat`)."""
+        return self.layout.views(self.flat)
+
+    @property
+    def kept(self) -> torch.Tensor:
+        """Number of neurons kept per sample, LongTensor (N,)."""
+        return self.flat.sum(dim=1)
+
+    @property
+    def neurons(self) -> int:
+        """Number of neurons per sample over all sites."""
+        return int(self.flat.shape[1])
+
+
+@dataclass
+class SiteSummary:
+    """Per-site figures for one sample: what the layer panel plots."""
+
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    neurons: int
+    kept: int
+    total: float
+    kept_total: float
+    channel_total: torch.Tensor
+    _channel_kept: Callable[[], torch.Tensor] | torch.Tensor = field(repr=False)
+
+    @property
+    def channel_kept(self) -> torch.Tensor:
+        """Contribution kept by the pathway in each channel (computed on first use: a
+        panel shows the channels of one site at a time)."""
+        if callable(self._channel_kept):
+            self._channel_kept = self._channel_kept()
+        return self._channel_kept
+
+
+@dataclass
+class Explanation:
+    """Result of :meth:`PathwayExplainer.explain`: pathway, scores and pathway gradient."""
+
+    saliency: torch.Tensor
+    scores: list[torch.Tensor]
+    pathway: Pathway
+    target: torch.Tensor
+    logits: torch.Tensor
+    pathway_logits: torch.Tensor
+    method: str
+    inputs: torch.Tensor = field(repr=False)
+    contributions: list[torch.Tensor] = field(repr=False)
+    explainer: PathwayExplainer = field(repr=False)
+    _flat_contrib: torch.Tensor = field(repr=False)
+    _layout: SiteLayout = field(repr=False)
+    _ranking: Ranking = field(repr=False)
+
+    @property
+    def sparsity(self) -> float:
+        """Share of neurons removed from the network."""
+        return self.pathway.sparsity
+
+    @property
+    def scope(self) -> str:
+        """ "global" (one threshold over all sites) or "layer" (same share per site)."""
+        return self.pathway.scope
+
+    @property
+    def granularity(self) -> str:
+        """ "neuron" or "channel"."""
+        return self.pathway.granularity
+
+    @property
+    def scoring(self) -> object:
+        """An opaque token of the scoring: the same object for every explanation derived
+        from one :meth:`PathwayExplainer.explain` call through :meth:`at_sparsity`
+        (whose scores and contributions are therefore identical)."""
+        return self._ranking
+
+    @property
+    def site_names(self) -> list[str]:
+        """Names of the sites, in call order."""
+        return self.pathway.site_names
+
+    def saliency_map(self, reduce: str = "max_abs") -> torch.Tensor:
+        """(N, H, W) map: per pixel the channel value of largest magnitude (sign kept),
+        the sum of magnitudes, or gradient x input summed over channels."""
+        return reduce_channels(self.saliency, reduce, self.inputs)
+
+    def at_sparsity(self, sparsity: float) -> Explanation:
+        """The explanation at another sparsity from the cached scores (one masked pass)."""
+        return self.explainer._at_sparsity(self, check_sparsity(sparsity))
+
+    def prepare_sparsity_changes(self) -> None:
+        """Sort the cached scores now (once per explanation), so that every later
+        :meth:`at_sparsity` selects with a single comparison pass. ``at_sparsity`` does
+        this itself on first use; interactive front ends call it while idle."""
+        if self.granularity != "neuron" or not self._ranking.usable:
+            return
+        if self.scope == "global":
+            self._ranking.keys()
+        else:
+            for o, size in zip(self._layout.offsets, self._layout.sizes, strict=True):
+                self._ranking.keys(o, o + size)
+
+    def layer_summary(self, sample: int = 0) -> list[SiteSummary]:
+        """Per site: neurons, kept neurons, total and kept contribution, per-channel sums.
+
+        The per-channel totals do not depend on the sparsity and are computed once per
+        scoring (shared with :meth:`at_sparsity` results); only the kept part is new.
+        """
+        n = self.saliency.shape[0]
+        if not -n <= sample < n:
+            raise InputError(f"sample {sample} out of range for a batch of {n}")
+        sample %= n
+        layout = self._layout
+        chans = layout.channels()
+        row = self._flat_contrib[sample]
+        totals = self._ranking.cache.get(("channel_total", sample))
+        if totals is None:
+            totals = [
+                row[o : o + size].view(c, -1).sum(dim=1).cpu()
+                for o, size, c in zip(layout.offsets, layout.sizes, chans, strict=True)
+            ]
+            self._ranking.cache[("channel_total", sample)] = totals
+        wrow = self.pathway.weights[sample].to(row.dtype)
+        parts = [
+            (row[o : o + size], wrow[o : o + size], c)
+            for o, size, c in zip(layout.offsets, layout.sizes, chans, strict=True)
+        ]
+        # kept contribution of a site: one dot product (no product buffer); the
+        # per-channel split only for the sites whose channels are looked at
+        kept_totals = torch.stack([torch.dot(r, w) for r, w, _ in parts]).tolist()
+        counts = [int(count_ones(w[None])) for _, w, _ in parts]
+        site_totals = torch.stack([t.sum() for t in totals]).tolist()
+
+        def channel_kept(r: torch.Tensor, w: torch.Tensor, c: int) -> Callable[[], torch.Tensor]:
+            return lambda: (r * w).view(c, -1).sum(dim=1).cpu()
+
+        return [
+            SiteSummary(
+                index=i,
+                name=self.site_names[i],
+                shape=layout.shapes[i],
+                neurons=layout.sizes[i],
+                kept=counts[i],
+                total=float(site_totals[i]),
+                kept_total=float(kept_totals[i]),
+                channel_total=totals[i],
+                _channel_kept=channel_kept(*parts[i]),
+            )
+            for i in range(len(layout))
+        ]
+
+    def site_map(self, index: int, sample: int = 0) -> torch.Tensor:
+        """(H, W) spatial contribution map of one site: contributions summed over channels."""
+        if not 0 <= index < len(self.contributions):
+            raise InputError(f"site index {index} out of range (0..{len(self.contributions) - 1})")
+        c = self.contributions[index][sample].detach()
+        if c.dim() != 3:
+            raise InputError(
+                f"site {self.site_names[index]!r} has output shape {tuple(c.shape)}: "
+                "no spatial map (only conv sites shaped (C, H, W) have one)"
+            )
+        return c.sum(dim=0)
