@@ -118,7 +118,7 @@ def run_one(name: str, repeats: int, naive: bool, device: str, f64: bool = False
         repeats,
     )
     res.update({f"t_{k}": v for k, v in t.items()})
-    res["folded_pairs"] = ex._folding.pairs
+    res["folded_pairs"] = ex.folded_pairs
     res["q_neuron_mct"] = _quartiles(paired["neuron_mct"])
     xb = torch.cat([x, x.flip(3), x.flip(2), x.roll(16, 3)] * 2)
     tb, paired_b = _interleaved(

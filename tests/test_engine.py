@@ -386,7 +386,7 @@ def test_intgrad_affine_shortcut_is_exact_and_steps_aside_for_foreign_hooks(
     def post(self, m, args, out):
         r = orig(self, m, args, out)
         if r is not None:  # by position in what ran: the folded twin, or the model itself
-            taken.add(list(ex._state.net).index(m))
+            taken.add(list(ex.network).index(m))
         return r
 
     monkeypatch.setattr(affine.AffineShortcut, "_post", post)
