@@ -1270,7 +1270,11 @@ def test_recycled_buffers_are_reused_only_once_free(monkeypatch):
     e, f = memory.empty((64, 64), torch.float32), memory.empty((64, 64), torch.float32)
     del e, f
     gc.collect()
-    assert memory.idle_bytes() == 64 * 64 * 4  # the second one was over the budget
+    assert memory.idle_bytes() == 2 * 64 * 64 * 4  # kept while nothing new is mapped
+    g = memory.empty((10, 1000), torch.float32)  # a new size: idle ones beyond the budget go
+    assert memory.idle_bytes() == 64 * 64 * 4
+    del g
+    gc.collect()
     assert memory.release() > 0 and memory.idle_bytes() == 0
 
 

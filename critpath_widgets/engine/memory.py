@@ -11,7 +11,8 @@ token is unreachable, so a mapping is never handed out while any tensor can stil
 it. That rests on language guarantees (a finalizer runs only after its object is gone),
 not on reference counts: an interpreter that collects later only reuses later.
 
-At most :data:`IDLE_BYTES` of free mappings are kept; :func:`release` drops them all.
+Free mappings beyond :data:`IDLE_BYTES` are unmapped, oldest first, before a new one is
+made; :func:`release` drops them all.
 No process-wide setting is changed.
 """
 
@@ -33,7 +34,7 @@ _FLAGS = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
 # size in bytes -> free mappings. A finalizer may run in a thread that already holds
 # the lock (a tensor dropped inside empty()): the lock is reentrant.
 _lock = threading.RLock()
-_free: dict[int, list[mmap.mmap]] = {}
+_free: list[mmap.mmap] = []  # free mappings, oldest first
 
 
 def empty(
@@ -48,6 +49,7 @@ def empty(
         return torch.empty(shape, dtype=dtype, device=device)
     buf = _take(nbytes)
     if buf is None:
+        _trim(IDLE_BYTES)  # free ones of other sizes beyond the budget go first
         try:
             buf = mmap.mmap(-1, nbytes, flags=_FLAGS)
         except (OSError, ValueError):
@@ -71,27 +73,36 @@ def empty_like(t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tenso
 
 def release() -> int:
     """Unmap every free mapping kept for reuse; returns the bytes released."""
-    with _lock:
-        freed = idle_bytes()
-        _free.clear()
-    return freed
+    return _trim(0)
 
 
 def idle_bytes() -> int:
     """Bytes of free mappings currently kept for reuse."""
     with _lock:
-        return sum(n * len(bufs) for n, bufs in _free.items())
+        return sum(len(b) for b in _free)
 
 
 def _take(nbytes: int) -> mmap.mmap | None:
+    """The most recently freed mapping of this size, if any."""
     with _lock:
-        bufs = _free.get(nbytes)
-        return bufs.pop() if bufs else None
+        for i in range(len(_free) - 1, -1, -1):
+            if len(_free[i]) == nbytes:
+                return _free.pop(i)
+    return None
 
 
 def _give_back(buf: mmap.mmap) -> None:
-    """Finalizer: keep a mapping that no tensor reaches any more, within the budget."""
+    """Finalizer: a mapping that no tensor reaches any more is free for reuse."""
     with _lock:
-        if idle_bytes() + len(buf) <= IDLE_BYTES:
-            _free.setdefault(len(buf), []).append(buf)
-        # else dropped: unmapped when the mapping object goes
+        _free.append(buf)
+
+
+def _trim(keep: int) -> int:
+    """Drop free mappings, oldest first, until at most ``keep`` bytes are left; returns
+    the bytes dropped (each is unmapped when its mapping object goes)."""
+    with _lock:
+        total = sum(len(b) for b in _free)
+        dropped = 0
+        while _free and total - dropped > keep:
+            dropped += len(_free.pop(0))
+    return dropped
