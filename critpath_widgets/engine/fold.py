@@ -76,24 +76,18 @@ def _foldable_bn(m: nn.Module) -> bool:
     )
 
 
-def _snapshot(m: nn.Module) -> list:
-    """Everything a copy of ``m`` took from it: its type, each attribute but its mode, and
-    the entries of its dicts, lists and tuples (children, parameters, buffers among them).
-    Held by reference and compared by identity, so a rebinding is seen even where the
-    new object lands at the old one's address."""
-    out: list = [type(m)]
-    for k, v in vars(m).items():
-        if k == "training":
-            continue
-        out += (k, v)
-        if type(v) in (dict, OrderedDict):
-            out += [*v.keys(), *v.values()]
-        elif type(v) in (list, tuple):
-            out += v
-    return out
+def _snapshot(m: nn.Module) -> tuple:
+    """Everything a copy of ``m`` took from it: its type, its attributes, and the entries
+    of the three dicts a copy has of its own (children, parameters, buffers). Any other
+    container (a list of modules, a config dict) is the very object the copy holds, so
+    changes inside it are live. Held by reference and compared by identity, so a
+    rebinding is seen even where the new object lands at the old one's address."""
+    d, mods, params, bufs = vars(m), m._modules, m._parameters, m._buffers
+    return (type(m), *d, *d.values(), *mods, *mods.values(), *params, *params.values(),
+            *bufs, *bufs.values())  # fmt: skip
 
 
-def _same(a: list, b: list) -> bool:
+def _same(a: tuple, b: tuple) -> bool:
     return len(a) == len(b) and not any(map(operator.is_not, a, b))
 
 
@@ -342,7 +336,7 @@ class BatchNormFolding:
         self._off = False
         self._rebuilds = 0
         # each module the twin copies or replaces, with what it held at the build
-        self._watch: list[tuple[nn.Module, list]] = []
+        self._watch: list[tuple[nn.Module, tuple]] = []
         self._waiting: list[nn.Module] = []  # hooked modules that keep the twin off
         self._twin: nn.Module | None = None
         self._folded: list[tuple[nn.Module, nn.Module, nn.Module]] = []  # conv, bn, copy
