@@ -18,14 +18,16 @@ shows the convolution's output going to the BatchNorm and nowhere else, and the 
 copy, run on the convolution's input there, gives the BatchNorm's output; the twin's
 logits are checked against the model's once per build.
 
-Never stale: the folded weights are recomputed from the live tensors on every call (an
+Never stale: on every call each pair's live tensors are compared in full with those its
+fold was last computed from, and the pair is folded again where any value differs (an
 edit through ``.data`` bumps no version counter, so nothing short of reading every value
-could tell that they changed), and every module the twin copies or replaces is compared
-on every call, attribute by attribute and child by child, by identity, with what it held
-when the twin was built: any rebinding, replacement or new hook rebuilds the twin or
-leaves the model itself to run. Whenever folding stands aside for a reason the user
-can change (a hook, a model that keeps changing), :attr:`BatchNormFolding.off_reason`
-says why and a :class:`~critpath_widgets.errors.FoldingWarning` is issued once.
+could tell; the comparison reads what a refold would). Every module the twin copies or
+replaces is compared on every call, attribute by attribute and child by child, by
+identity, with what it held when the twin was built: any rebinding, replacement or new
+hook rebuilds the twin or leaves the model itself to run. Whenever folding stands aside
+for a reason the user can change (a hook, a model that keeps changing),
+:attr:`BatchNormFolding.off_reason` says why and a
+:class:`~critpath_widgets.errors.FoldingWarning` is issued once.
 """
 
 from __future__ import annotations
@@ -246,9 +248,9 @@ def _close(got: Any, want: torch.Tensor) -> bool:
 def _fold(
     conv: nn.Module, bn: nn.Module, out: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The folded weight (into ``out`` when given) and bias from the live tensors. The
-    per-channel factor and the bias are computed in float64; the weight is one product in
-    its own dtype with the factor rounded to it (within an ulp of the exact fold)."""
+    """The folded weight (into ``out`` when given) and bias from the live tensors,
+    computed in float64 and rounded once to the weight's dtype: as close to the exact
+    fold as that dtype allows."""
     w = conv.weight.detach()
     f64 = torch.float64
     s = torch.rsqrt(bn.running_var.detach().to(f64) + bn.eps)
@@ -261,8 +263,22 @@ def _fold(
     if bn.bias is not None:
         b = b + bn.bias.detach().to(f64)
     shape = (-1,) + (1,) * (w.dim() - 1)
-    factor = s.to(device=w.device, dtype=w.dtype).view(shape)
-    return torch.mul(w, factor, out=out), b.to(device=w.device, dtype=w.dtype)
+    folded = w.to(f64) * s.to(w.device).view(shape)  # never in place: w may be float64
+    out = folded.to(w.dtype) if out is None else out.copy_(folded)
+    return out, b.to(device=w.device, dtype=w.dtype)
+
+
+def _sources(conv: nn.Module, bn: nn.Module) -> list[torch.Tensor | None]:
+    """Every live tensor a pair's fold is computed from."""
+    ts = (conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.weight, bn.bias)
+    return [None if t is None else t.detach() for t in ts]
+
+
+def _equal(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    """The same values, compared in full (``.data`` edits bump no version counter)."""
+    if a is None or b is None:
+        return a is b
+    return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
 
 
 def _folded_copy(conv: nn.Module, bn: nn.Module) -> nn.Module:
@@ -340,6 +356,8 @@ class BatchNormFolding:
         self._waiting: list[nn.Module] = []  # hooked modules that keep the twin off
         self._twin: nn.Module | None = None
         self._folded: list[tuple[nn.Module, nn.Module, nn.Module]] = []  # conv, bn, copy
+        # per pair, copies of the tensors its fold was last computed from
+        self._seen: list[list[torch.Tensor | None] | None] = []
         #: why the model itself runs although folding is on (None while the twin runs or
         #: when the model has nothing to fold)
         self.off_reason: str | None = None
@@ -374,10 +392,19 @@ class BatchNormFolding:
         if self._twin is None:
             return self._stand_aside(self.off_reason) if self.off_reason else self.model
         self.off_reason = None
-        with torch.no_grad():
-            for conv, bn, twin_conv in self._folded:
-                _set_folded(twin_conv, conv, bn)
+        self._refold()
         return self._twin
+
+    def _refold(self) -> None:
+        """Fold again every pair whose tensors differ, in full, from those of its last
+        fold (a comparison reads what a refold would, and keeps the float64 fold exact)."""
+        with torch.no_grad():
+            for i, (conv, bn, twin_conv) in enumerate(self._folded):
+                live, seen = _sources(conv, bn), self._seen[i]
+                if seen is not None and all(map(_equal, live, seen)):
+                    continue
+                _set_folded(twin_conv, conv, bn)
+                self._seen[i] = [None if t is None else t.clone() for t in live]
 
     def _stand_aside(self, reason: str) -> nn.Module:
         """Run the model itself; say why, once per reason."""
@@ -460,4 +487,5 @@ class BatchNormFolding:
             self.off_reason = "the folded twin's logits differ from the model's"
             return
         self._twin, self._folded = twin, folded
+        self._seen = [None] * len(folded)
         self._watch = [(m, _snapshot(m)) for m in copied]
