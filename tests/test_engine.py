@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import traceback
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -704,6 +705,8 @@ def test_unused_site_module_is_reported():
         (None, {"target": -1}, InputError, "out of range"),
         (None, {"target": [1, 2]}, InputError, "entries"),
         (None, {"target": 1.5}, InputTypeError, "target"),
+        (None, {"target": np.float32(1.0)}, InputTypeError, "numpy float32"),
+        (None, {"target": np.int64(10)}, InputError, "out of range"),
         (None, {"sparsity": 1.0}, InputError, r"\[0, 1\)"),
         (None, {"sparsity": -0.1}, InputError, r"\[0, 1\)"),
         (None, {"sparsity": "a"}, InputError, "sparsity"),
@@ -1301,3 +1304,69 @@ def test_recycled_buffers_in_threads_are_never_shared(monkeypatch):
         t.join()
     assert not errors
     memory.release()
+
+
+# ---------------------------------------------------------------- wrapped models
+def test_compiled_and_data_parallel_models_are_explained_through_the_module_they_wrap():
+    """torch.compile and DataParallel wrappers are explained through the eager module they
+    wrap, with its result; neither the wrapper nor the eager model changes."""
+    model = tv("resnet18", num_classes=10)
+    x = rand_x(1, 32)
+    before = ref.model_state(model)
+    want = PathwayExplainer(model).explain(x, sparsity=0.6)
+    for wrapper in (torch.compile(model), nn.DataParallel(model)):
+        modules = list(wrapper._modules.items())
+        ex = PathwayExplainer(wrapper)
+        assert ex.model is model
+        e = ex.explain(x, sparsity=0.6)
+        torch.testing.assert_close(e.saliency, want.saliency, rtol=0, atol=0)
+        assert list(wrapper._modules.items()) == modules
+        ref.assert_same_state(before, ref.model_state(model))
+
+
+class _WritesThrough(nn.Module):
+    """A wrapper whose attribute writes of the module dicts go to the module it wraps (as
+    torch.compile's does): copying it for the folded twin must not write through."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def __setattr__(self, name: str, value) -> None:
+        inner = self.__dict__.get("_modules", {}).get("inner")
+        if inner is not None and name in ("_modules", "_parameters", "_buffers", "training"):
+            setattr(inner, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+def test_folding_never_writes_through_a_wrapper_with_its_own_setattr():
+    inner = tv("resnet18", num_classes=10)
+    model = _WritesThrough(inner).eval()
+    x = rand_x(1, 32)
+    before = ref.model_state(model)
+    children = list(inner._modules)
+    e = PathwayExplainer(model).explain(x, sparsity=0.6)
+    e0 = PathwayExplainer(model, fold_batchnorm=False).explain(x, sparsity=0.6)
+    torch.testing.assert_close(e.saliency, e0.saliency, rtol=1e-4, atol=1e-6)
+    assert list(inner._modules) == children
+    ref.assert_same_state(before, ref.model_state(model))
+
+
+def test_numpy_integer_targets_are_accepted():
+    model = small_cnn()
+    x = rand_x(3)
+    want = PathwayExplainer(model).explain(x, target=[2, 0, 1])
+    for target in (
+        np.array([2, 0, 1]),
+        np.array([2, 0, 1], dtype=np.uint8),
+        list(np.array([2, 0, 1])),
+    ):
+        e = PathwayExplainer(model).explain(x, target=target)
+        assert e.target.tolist() == [2, 0, 1]
+        torch.testing.assert_close(e.saliency, want.saliency, rtol=0, atol=0)
+    e = PathwayExplainer(model).explain(x[:1], target=np.int64(2))
+    assert e.target.tolist() == [2]

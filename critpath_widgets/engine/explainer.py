@@ -30,7 +30,14 @@ from .passes import PassState
 from .pathway import Ranking, Selection, check_finite_scores, check_scope, check_sparsity
 from .pathway.policy import pass_weights
 from .scorers import METHOD_OPTIONS, METHODS, SCORERS, Job, Scorer
-from .sites import SiteHooks, SiteSpec, eval_mode, first_in_channels, resolve_site_modules
+from .sites import (
+    SiteHooks,
+    SiteSpec,
+    eval_mode,
+    first_in_channels,
+    resolve_site_modules,
+    unwrap_model,
+)
 from .validate import ProgressFn, check_input, check_options, progress_fn, resolve_target
 
 
@@ -65,6 +72,9 @@ class PathwayExplainer:
     def __init__(
         self, model: nn.Module, sites: SiteSpec = None, fold_batchnorm: bool = True
     ) -> None:
+        # a torch.compile or (Distributed)DataParallel wrapper is explained through the
+        # module it wraps (same function; the wrapper is never touched)
+        model = unwrap_model(model)
         self.model = model
         modules = resolve_site_modules(model, sites)
         # eval-mode BatchNorms folded into the convolutions before them, in a twin that

@@ -232,7 +232,7 @@ def _absorb_pad(c: nn.Module, pad: nn.Module) -> bool:
         return False
     name = next(k for k, ch in c._modules.items() if ch is pad)
     c._modules[name] = nn.Identity()
-    c.padding = (c.padding[0] + top, c.padding[1] + left)
+    vars(c)["padding"] = (c.padding[0] + top, c.padding[1] + left)
     return True
 
 
@@ -319,14 +319,17 @@ def _fresh(m: nn.Module) -> nn.Module:
     """A shallow copy of ``m`` with dicts of its own (children, parameters, buffers,
     no hooks), in eval mode; the tensors stay shared."""
     c = copy.copy(m)
-    c._modules = OrderedDict(m._modules)
-    c._parameters = OrderedDict(m._parameters)
-    c._buffers = OrderedDict(m._buffers)
-    c._non_persistent_buffers_set = set(m._non_persistent_buffers_set)
+    # written into the copy's own __dict__: a module class may forward attribute writes
+    # elsewhere (torch.compile's wrapper writes through to the module it wraps)
+    own = vars(c)
+    own["_modules"] = OrderedDict(m._modules)
+    own["_parameters"] = OrderedDict(m._parameters)
+    own["_buffers"] = OrderedDict(m._buffers)
+    own["_non_persistent_buffers_set"] = set(m._non_persistent_buffers_set)
     for d in _HOOK_DICTS:
-        if hasattr(m, d):
-            setattr(c, d, OrderedDict())
-    c.training = False
+        if d in own:
+            own[d] = OrderedDict()
+    own["training"] = False
     return c
 
 
@@ -469,7 +472,7 @@ class BatchNormFolding:
                     new = m
                 else:
                     new = _fresh(m)
-                    new._modules = OrderedDict(children)
+                    vars(new)["_modules"] = OrderedDict(children)  # never through a setattr
                     copied.append(m)
             memo[id(m)] = new
             return new

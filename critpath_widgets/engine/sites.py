@@ -62,6 +62,21 @@ def _activation_types_in(model: nn.Module) -> list[str]:
     return sorted(found)
 
 
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The eager module inside ``torch.compile``, ``DataParallel`` and
+    ``DistributedDataParallel`` wrappers: hooks and the folded twin need the modules that
+    run, and the wrappers forward to it with the same result."""
+    while True:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif type(model).__name__ == "OptimizedModule" and isinstance(
+            vars(model).get("_modules", {}).get("_orig_mod"), nn.Module
+        ):
+            model = model._modules["_orig_mod"]
+        else:
+            return model
+
+
 def resolve_site_modules(model: nn.Module, sites: SiteSpec = None) -> list[tuple[str, nn.Module]]:
     """Return ``(name, module)`` pairs of the modules whose calls are sites.
 

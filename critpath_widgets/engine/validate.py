@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -48,11 +49,16 @@ def check_input(x: Any, model: nn.Module, in_channels: int | None) -> torch.Tens
 
 def resolve_target(target: Any, logits: torch.Tensor) -> torch.Tensor:
     """The target class of every sample as a LongTensor (N,) on the logits' device: the
-    predicted class when ``target`` is None, else an int, ints or integer tensor."""
+    predicted class when ``target`` is None, else an int, ints, an integer tensor or
+    numpy integers (a scalar or an array)."""
     n, k = logits.shape
     if target is None:
         return logits.detach().argmax(dim=1)
-    if isinstance(target, bool):
+    if isinstance(target, np.ndarray | np.generic) and not isinstance(target, np.bool_):
+        if target.dtype.kind not in "iu":
+            raise InputTypeError(f"target must hold integers, got numpy {target.dtype}")
+        target = torch.as_tensor(np.asarray(target, dtype=np.int64))
+    if isinstance(target, bool | np.bool_):
         raise InputTypeError("target must be an int, a sequence of ints or a LongTensor")
     if isinstance(target, int):
         t = torch.full((n,), target, dtype=torch.long)
@@ -63,7 +69,7 @@ def resolve_target(target: Any, logits: torch.Tensor) -> torch.Tensor:
         if t.numel() == 1:
             t = t.expand(n)
     elif isinstance(target, Sequence) and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in target
+        isinstance(v, int | np.integer) and not isinstance(v, bool) for v in target
     ):
         t = torch.tensor(list(target), dtype=torch.long)
     else:
