@@ -1370,3 +1370,15 @@ def test_numpy_integer_targets_are_accepted():
         torch.testing.assert_close(e.saliency, want.saliency, rtol=0, atol=0)
     e = PathwayExplainer(model).explain(x[:1], target=np.int64(2))
     assert e.target.tolist() == [2]
+
+
+def test_reprs_are_short_and_say_what_was_explained():
+    model = small_cnn()
+    e = PathwayExplainer(model).explain(rand_x(6), sparsity=0.6)
+    r = repr(e)
+    assert len(r) < 600 and "tensor(" not in r
+    for part in ("'neuron_mct'", "sparsity=0.6", "(6, 3, 16, 16)", "6 in all", "neurons"):
+        assert part in r, part
+    assert str(e.target.tolist()[:4])[1:-1] in r
+    summary = repr(e.layer_summary())
+    assert "tensor(" not in summary and len(summary) < 200 * len(e.site_names)

@@ -90,7 +90,7 @@ class SiteSummary:
     kept: int
     total: float
     kept_total: float
-    channel_total: torch.Tensor
+    channel_total: torch.Tensor = field(repr=False)
     _channel_kept: Callable[[], torch.Tensor] | torch.Tensor = field(repr=False)
 
     @property
@@ -119,6 +119,26 @@ class Explanation:
     _flat_contrib: torch.Tensor = field(repr=False)
     _layout: SiteLayout = field(repr=False)
     _ranking: Ranking = field(repr=False)
+
+    def __repr__(self) -> str:
+        """What was explained and how, in one line (no tensor dumps)."""
+
+        def short(values: list) -> str:  # at most 4 of the batch's values, then how many
+            more = f", ... ({len(values)} in all)" if len(values) > 4 else ""
+            return "[" + ", ".join(str(v) for v in values[:4]) + more + "]"
+
+        n = self.saliency.shape[0]
+        rows = range(min(n, 4))
+        t = self.target.tolist()
+        logit = [f"{float(self.logits[i, t[i]]):.2f}" for i in rows] + [""] * (n - len(rows))
+        path = [f"{float(self.pathway_logits[i, t[i]]):.2f}" for i in rows] + [""] * (n - len(rows))
+        return (
+            f"Explanation(method={self.method!r}, input={tuple(self.inputs.shape)}, "
+            f"target={short(t)}, sparsity={self.sparsity:g}, scope={self.scope!r}, "
+            f"granularity={self.granularity!r}, sites={len(self.site_names)}, "
+            f"kept={short(self.pathway.kept.tolist())} of {self.pathway.neurons} neurons, "
+            f"target logit {short(logit)} -> {short(path)} through the pathway)"
+        )
 
     @property
     def sparsity(self) -> float:
