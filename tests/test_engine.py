@@ -1382,3 +1382,25 @@ def test_reprs_are_short_and_say_what_was_explained():
     assert str(e.target.tolist()[:4])[1:-1] in r
     summary = repr(e.layer_summary())
     assert "tensor(" not in summary and len(summary) < 200 * len(e.site_names)
+
+
+def test_channel_granularity_reports_the_share_of_neurons_it_removes():
+    """With granularity="channel" the sparsity counts channels; the pathway also says
+    which share of the neurons that removes (channels of different sizes)."""
+    model = tv("resnet18", num_classes=10)
+    x = rand_x(2, 32)
+    e = PathwayExplainer(model).explain(x, sparsity=0.7, granularity="channel")
+    layout = e.pathway.layout
+    channels = sum(layout.channels())
+    for i in range(2):
+        kept_channels = sum(
+            int(m[i].reshape(m.shape[1], -1).any(dim=1).sum()) for m in e.pathway.masks
+        )
+        assert kept_channels == keep_count(channels, 0.7)
+        removed = 1 - int(e.pathway.flat[i].sum()) / e.pathway.neurons
+        assert float(e.pathway.neuron_sparsity[i]) == pytest.approx(removed)
+    assert "neurons removed" in repr(e)
+    n = PathwayExplainer(model).explain(x, sparsity=0.7)
+    assert torch.allclose(
+        n.pathway.neuron_sparsity, torch.full((2,), 0.7, dtype=torch.float64), atol=1e-6
+    )

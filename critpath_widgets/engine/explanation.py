@@ -49,6 +49,8 @@ class Pathway:
     #: flat site layout (what the masked pass multiplies by)
     weights: torch.Tensor = field(repr=False)
     site_names: list[str]
+    #: the share of units removed that was asked for: of neurons with granularity
+    #: "neuron", of channels with "channel" (:attr:`neuron_sparsity` then differs)
     sparsity: float
     scope: str
     granularity: str
@@ -77,6 +79,13 @@ class Pathway:
     def neurons(self) -> int:
         """Number of neurons per sample over all sites."""
         return int(self.flat.shape[1])
+
+    @property
+    def neuron_sparsity(self) -> torch.Tensor:
+        """Share of neurons removed per sample, float64 (N,). Equal to :attr:`sparsity` up
+        to rounding for granularity "neuron"; for "channel" channels of different sizes
+        are removed, so the share of neurons differs."""
+        return 1.0 - self.kept.double() / max(self.neurons, 1)
 
 
 @dataclass
@@ -132,17 +141,22 @@ class Explanation:
         t = self.target.tolist()
         logit = [f"{float(self.logits[i, t[i]]):.2f}" for i in rows] + [""] * (n - len(rows))
         path = [f"{float(self.pathway_logits[i, t[i]]):.2f}" for i in rows] + [""] * (n - len(rows))
+        share = ""
+        if self.granularity == "channel":  # the sparsity counts channels: say the neurons too
+            share = [f"{v:.3f}" for v in self.pathway.neuron_sparsity.tolist()]
+            share = f" (neurons removed: {short(share)})"
         return (
             f"Explanation(method={self.method!r}, input={tuple(self.inputs.shape)}, "
             f"target={short(t)}, sparsity={self.sparsity:g}, scope={self.scope!r}, "
-            f"granularity={self.granularity!r}, sites={len(self.site_names)}, "
+            f"granularity={self.granularity!r}{share}, sites={len(self.site_names)}, "
             f"kept={short(self.pathway.kept.tolist())} of {self.pathway.neurons} neurons, "
             f"target logit {short(logit)} -> {short(path)} through the pathway)"
         )
 
     @property
     def sparsity(self) -> float:
-        """Share of neurons removed from the network."""
+        """Share of units removed from the network: neurons, or channels with granularity
+        "channel" (``pathway.neuron_sparsity`` gives the share of neurons then)."""
         return self.pathway.sparsity
 
     @property
