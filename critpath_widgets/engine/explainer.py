@@ -62,9 +62,10 @@ class PathwayExplainer:
     ``sites`` chooses the recorded modules: None (ReLU, ReLU6, LeakyReLU, Hardtanh,
     PReLU), module types, module names, or a predicate ``f(name, module)``.
     ``fold_batchnorm`` runs a twin with each eval-mode BatchNorm folded into the
-    convolution that feeds it (faster, equal up to float rounding, refolded from the
-    model's live tensors on every call; a fallback to the model itself warns once and
-    shows in :attr:`folding_off_reason`): pass False to run the model itself.
+    convolution that feeds it (faster, equal up to float rounding, compared with the
+    model's live tensors on every call and refolded where they changed; a fallback to the
+    model itself warns once and shows in :attr:`folding_off_reason`): pass False to run
+    the model itself.
     """
 
     methods: tuple[str, ...] = METHODS

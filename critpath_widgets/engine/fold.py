@@ -245,12 +245,9 @@ def _close(got: Any, want: torch.Tensor) -> bool:
     return float((got - want).abs().max()) <= tol * scale + 1e-12
 
 
-def _fold(
-    conv: nn.Module, bn: nn.Module, out: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The folded weight (into ``out`` when given) and bias from the live tensors,
-    computed in float64 and rounded once to the weight's dtype: as close to the exact
-    fold as that dtype allows."""
+def _fold(conv: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """The folded weight and bias from the live tensors, computed in float64 and rounded
+    once to the weight's dtype: as close to the exact fold as that dtype allows."""
     w = conv.weight.detach()
     f64 = torch.float64
     s = torch.rsqrt(bn.running_var.detach().to(f64) + bn.eps)
@@ -264,14 +261,17 @@ def _fold(
         b = b + bn.bias.detach().to(f64)
     shape = (-1,) + (1,) * (w.dim() - 1)
     folded = w.to(f64) * s.to(w.device).view(shape)  # never in place: w may be float64
-    out = folded.to(w.dtype) if out is None else out.copy_(folded)
-    return out, b.to(device=w.device, dtype=w.dtype)
+    return folded.to(w.dtype), b.to(device=w.device, dtype=w.dtype)
 
 
 def _sources(conv: nn.Module, bn: nn.Module) -> list[torch.Tensor | None]:
     """Every live tensor a pair's fold is computed from."""
     ts = (conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.weight, bn.bias)
     return [None if t is None else t.detach() for t in ts]
+
+
+def _copies(tensors: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
+    return [None if t is None else t.clone() for t in tensors]
 
 
 def _equal(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
@@ -289,30 +289,11 @@ def _folded_copy(conv: nn.Module, bn: nn.Module) -> nn.Module:
 
 
 def _set_folded(copy_: nn.Module, conv: nn.Module, bn: nn.Module) -> None:
-    """Give a convolution's copy the weight and bias with ``bn`` folded in, written into
-    the copy's own tensors when they fit (nothing but the twin reads them, and no pass
-    is running between two calls)."""
-    params = copy_._parameters
-    w, b = params.get("weight"), params.get("bias")
-    live = conv.weight
-    fits = (
-        w is not None
-        and w is not live
-        and w.shape == live.shape
-        and w.dtype == live.dtype
-        and w.device == live.device
-        and b is not None
-        and b is not conv.bias
-        and b.shape == (w.shape[0],)
-    )
+    """Give a convolution's copy the weight and bias with ``bn`` folded in."""
     with torch.no_grad():
-        if fits:
-            _, new_b = _fold(conv, bn, out=w)
-            b.copy_(new_b)
-            return
         w, b = _fold(conv, bn)
-    params["weight"] = nn.Parameter(w, requires_grad=False)
-    params["bias"] = nn.Parameter(b, requires_grad=False)
+    copy_._parameters["weight"] = nn.Parameter(w, requires_grad=False)
+    copy_._parameters["bias"] = nn.Parameter(b, requires_grad=False)
 
 
 def _fresh(m: nn.Module) -> nn.Module:
@@ -360,7 +341,7 @@ class BatchNormFolding:
         self._twin: nn.Module | None = None
         self._folded: list[tuple[nn.Module, nn.Module, nn.Module]] = []  # conv, bn, copy
         # per pair, copies of the tensors its fold was last computed from
-        self._seen: list[list[torch.Tensor | None] | None] = []
+        self._seen: list[list[torch.Tensor | None]] = []
         #: why the model itself runs although folding is on (None while the twin runs or
         #: when the model has nothing to fold)
         self.off_reason: str | None = None
@@ -404,10 +385,10 @@ class BatchNormFolding:
         with torch.no_grad():
             for i, (conv, bn, twin_conv) in enumerate(self._folded):
                 live, seen = _sources(conv, bn), self._seen[i]
-                if seen is not None and all(map(_equal, live, seen)):
+                if all(map(_equal, live, seen)):
                     continue
                 _set_folded(twin_conv, conv, bn)
-                self._seen[i] = [None if t is None else t.clone() for t in live]
+                self._seen[i] = _copies(live)
 
     def _stand_aside(self, reason: str) -> nn.Module:
         """Run the model itself; say why, once per reason."""
@@ -490,5 +471,6 @@ class BatchNormFolding:
             self.off_reason = "the folded twin's logits differ from the model's"
             return
         self._twin, self._folded = twin, folded
-        self._seen = [None] * len(folded)
+        # the probe folded each copy from these very tensors, earlier in this call
+        self._seen = [_copies(_sources(conv, bn)) for conv, bn, _ in folded]
         self._watch = [(m, _snapshot(m)) for m in copied]

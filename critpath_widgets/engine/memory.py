@@ -12,8 +12,7 @@ it. That rests on language guarantees (a finalizer runs only after its object is
 not on reference counts: an interpreter that collects later only reuses later.
 
 Free mappings beyond :data:`IDLE_BYTES` are unmapped, oldest first, before a new one is
-made; :func:`release` drops them all.
-No process-wide setting is changed.
+made; :func:`release` drops them all. No process-wide setting is changed.
 """
 
 from __future__ import annotations
@@ -31,8 +30,8 @@ RECYCLE_BYTES = 1 << 20
 IDLE_BYTES = 256 << 20
 _ADVICE = getattr(mmap, "MADV_HUGEPAGE", None)
 _FLAGS = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
-# size in bytes -> free mappings. A finalizer may run in a thread that already holds
-# the lock (a tensor dropped inside empty()): the lock is reentrant.
+# A finalizer may run in a thread that already holds the lock (a tensor dropped inside
+# one of these functions): the lock is reentrant.
 _lock = threading.RLock()
 _free: list[mmap.mmap] = []  # free mappings, oldest first
 
