@@ -18,6 +18,7 @@ from .errors import (
     InputTypeError,
     ModelError,
     OptionError,
+    SiteWarning,
 )
 from .models import ModelBundle, load_model, sample_image, sample_images
 
@@ -54,5 +55,6 @@ __all__ = [
     "OptionError",
     "Cancelled",
     "FoldingWarning",
+    "SiteWarning",
     *_WIDGETS,
 ]

@@ -32,6 +32,12 @@ class FoldingWarning(UserWarning):
     hook sits on a module that folding replaces); the results stay exact."""
 
 
+class SiteWarning(UserWarning):
+    """The sites are not what the paper's results assume: activations that are not
+    piecewise linear (the pathway gradient is then a masked gradient, not the exact
+    local linear model), or modules that are not activations at all."""
+
+
 __all__ = [
     "CritpathError",
     "InputError",
@@ -40,4 +46,5 @@ __all__ = [
     "OptionError",
     "Cancelled",
     "FoldingWarning",
+    "SiteWarning",
 ]

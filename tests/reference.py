@@ -32,6 +32,9 @@ class _Wrapped(nn.Module):
 
 
 class _Control:
+    """Called on every activation's output (in call order): ``fn(i, a)`` decides what
+    the network goes on with."""
+
     def __init__(self) -> None:
         self.fn: Callable[[int, torch.Tensor], torch.Tensor] = lambda i, a: a
         self.count = 0
@@ -45,6 +48,8 @@ class _Control:
 def instrumented_copy(model: nn.Module, types=ACTS) -> tuple[nn.Module, _Control]:
     """A deep copy (eval mode) whose activation modules call a controllable function."""
     m = copy.deepcopy(model).eval()
+    if isinstance(getattr(m, "ctl", None), _Control):
+        return m, m.ctl  # a test model that calls its control after each activation itself
     ctl = _Control()
     wrapped: dict[int, _Wrapped] = {}
     for parent in list(m.modules()):
@@ -62,9 +67,11 @@ def run(m: nn.Module, ctl: _Control, x: torch.Tensor, fn) -> torch.Tensor:
     return m(x)
 
 
-def mct_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> list[torch.Tensor]:
+def mct_scores(
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor, types=ACTS
+) -> list[torch.Tensor]:
     """|a * dy/da| per site via retain_grad on an instrumented copy."""
-    m, ctl = instrumented_copy(model)
+    m, ctl = instrumented_copy(model, types)
     acts: list[torch.Tensor] = []
 
     def rec(i, a):
@@ -78,10 +85,10 @@ def mct_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> list[
 
 
 def masked_model(
-    model: nn.Module, masks: list[torch.Tensor]
+    model: nn.Module, masks: list[torch.Tensor], types=ACTS
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The network restricted to a pathway: site i's output multiplied by masks[i]."""
-    m, ctl = instrumented_copy(model)
+    m, ctl = instrumented_copy(model, types)
 
     def f(x: torch.Tensor) -> torch.Tensor:
         return run(m, ctl, x, lambda i, a: a * masks[i].to(a.dtype))
@@ -89,9 +96,9 @@ def masked_model(
     return f
 
 
-def masked_gradient(model, x, target, masks) -> torch.Tensor:
+def masked_gradient(model, x, target, masks, types=ACTS) -> torch.Tensor:
     """Autograd's input gradient of the explicitly masked copy."""
-    f = masked_model(model, masks)
+    f = masked_model(model, masks, types)
     xg = x.clone().requires_grad_(True)
     f(xg).gather(1, target[:, None]).sum().backward()
     return xg.grad

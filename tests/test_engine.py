@@ -21,7 +21,7 @@ from critpath_widgets import (
     OptionError,
     PathwayExplainer,
 )
-from critpath_widgets.engine import masking, passes
+from critpath_widgets.engine import DEFAULT_SITE_TYPES, masking, passes
 from critpath_widgets.engine.pathway.policy import keep_count
 
 from . import reference as ref
@@ -673,10 +673,15 @@ def test_activation_checkpointing_is_reported_and_model_untouched(reentrant):
 
 
 def test_model_without_sites_names_what_it_found():
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU(), nn.Flatten(), nn.LazyLinear(3))
-    with pytest.raises(ModelError, match="GELU") as ei:
-        PathwayExplainer(model)
+    """No activation module and no activation function called: the first call says so
+    and names the activation types the model does have."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    with pytest.raises(ModelError, match="Tanh") as ei:
+        PathwayExplainer(model).explain(torch.randn(1, 3, 8, 8))
     assert isinstance(ei.value, ValueError)
+    assert "F.relu" in str(ei.value)  # functional activations were looked for too
+    with pytest.raises(ModelError, match="Tanh"):  # explicit types: said at once
+        PathwayExplainer(model, sites=nn.ReLU)
 
 
 def test_unused_site_module_is_reported():
@@ -1052,7 +1057,8 @@ def test_masked_pass_paths_are_exact_where_taken_and_step_aside(monkeypatch):
     model = _GateNet().double().eval()
     x = rand_x(2, 16, dtype=torch.float64)
     before = ref.model_state(model)
-    ex = PathwayExplainer(model)
+    # the module sites only: torch.relu stays a plain op whose node keeps its output
+    ex = PathwayExplainer(model, sites=list(DEFAULT_SITE_TYPES))
     e = ex.explain(x, sparsity=0.6)
     assert e.site_names == [
         "relu",

@@ -7,7 +7,7 @@ from .explainer import PathwayExplainer
 from .explanation import REDUCTIONS, Explanation, Pathway, SiteSummary, reduce_channels
 from .pathway import GRANULARITIES, SCOPES, topk_mask
 from .scorers import METHODS
-from .sites import DEFAULT_SITE_TYPES
+from .site_spec import DEFAULT_SITE_FUNCTIONS, DEFAULT_SITE_TYPES
 
 __all__ = [
     "PathwayExplainer",
@@ -19,6 +19,7 @@ __all__ = [
     "GRANULARITIES",
     "REDUCTIONS",
     "DEFAULT_SITE_TYPES",
+    "DEFAULT_SITE_FUNCTIONS",
     "topk_mask",
     "reduce_channels",
 ]

@@ -15,30 +15,33 @@ train/eval flags restored, parameters and buffers untouched (gradients are taken
 from __future__ import annotations
 
 import contextlib
+import warnings
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from ..errors import OptionError
+from ..errors import OptionError, SiteWarning
 from . import passes
-from .explanation import Explanation, Pathway
+from .explanation import Explanation, Pathway, blank_map_notices
 from .fold import BatchNormFolding
 from .layout import SiteLayout
 from .passes import PassState
 from .pathway import Ranking, Selection, check_finite_scores, check_scope, check_sparsity
 from .pathway.policy import pass_weights
 from .scorers import METHOD_OPTIONS, METHODS, SCORERS, Job, Scorer
-from .sites import (
-    SiteHooks,
-    SiteSpec,
-    eval_mode,
-    first_in_channels,
-    resolve_site_modules,
-    unwrap_model,
+from .site_spec import SiteSpec, resolve_sites
+from .sites import eval_mode, first_in_channels, unwrap_model
+from .validate import (
+    ProgressFn,
+    caller_level,
+    check_input,
+    check_options,
+    progress_fn,
+    resolve_target,
 )
-from .validate import ProgressFn, check_input, check_options, progress_fn, resolve_target
 
 
 class Scoring(NamedTuple):
@@ -49,6 +52,8 @@ class Scoring(NamedTuple):
     target: torch.Tensor
     logits: torch.Tensor
     names: list[str]
+    #: per site: what it is (module type or "F.kind") and whether it is piecewise linear
+    kinds: list[tuple[str, bool]]
     layout: SiteLayout
     #: NeuronMCT scores, flat (N, total neurons)
     contrib: torch.Tensor
@@ -59,8 +64,12 @@ class Scoring(NamedTuple):
 class PathwayExplainer:
     """Explains a classifier's answer by its critical pathway and pathway gradient.
 
-    ``sites`` chooses the recorded modules: None (ReLU, ReLU6, LeakyReLU, Hardtanh,
-    PReLU), module types, module names, or a predicate ``f(name, module)``.
+    ``sites`` chooses the recorded calls: None (the activation modules of
+    :data:`~.site_spec.DEFAULT_SITE_TYPES`, ReLU family, GELU, SiLU, Hardswish, Mish,
+    ELU family, and the same activations called as functions in ``forward``), module
+    types, module names, activation functions (``F.relu``), or a predicate
+    ``f(name, module)``. Sites that are not piecewise linear are flagged
+    (:attr:`Explanation.piecewise_linear`) with a one-time :class:`SiteWarning`.
     ``fold_batchnorm`` runs a twin with each eval-mode BatchNorm folded into the
     convolution that feeds it (faster, equal up to float rounding, compared with the
     model's live tensors on every call and refolded where they changed; a fallback to the
@@ -77,11 +86,13 @@ class PathwayExplainer:
         # module it wraps (same function; the wrapper is never touched)
         model = unwrap_model(model)
         self.model = model
-        modules = resolve_site_modules(model, sites)
+        choice = resolve_sites(model, sites)
+        modules = choice.modules
         # eval-mode BatchNorms folded into the convolutions before them, in a twin that
         # shares every other module with the model (see .fold); _running chooses the net
         self._folding = BatchNormFolding(model, [m for _, m in modules]) if fold_batchnorm else None
-        self._state = PassState(modules, model)
+        self._state = PassState(modules, model, choice=choice)
+        self._noticed: set[str] = set()  # notices already warned about
         self._in_channels = first_in_channels(model)
         self._scorers: dict[str, Scorer] = {name: cls() for name, cls in SCORERS.items()}
 
@@ -167,7 +178,7 @@ class PathwayExplainer:
     @contextlib.contextmanager
     def _session(self, x: torch.Tensor) -> Iterator[PassState]:
         """Gradients on, the net chosen for ``x``, and the site hooks of one call."""
-        with passes.grad_enabled(), self._running(x), SiteHooks(self._state.modules) as hooks:
+        with passes.grad_enabled(), self._running(x), self._state.site_hooks() as hooks:
             with self._state.using(hooks) as st:
                 yield st
 
@@ -198,12 +209,39 @@ class PathwayExplainer:
         scorer kept are dropped on return)."""
         scorer = self._scorers[method]
         first = passes.score_pass(st, x, target, keep_grads=scorer.keeps_grads)
-        names = list(st.hooks.names)
+        names, kinds = list(st.hooks.names), list(st.hooks.kinds)
+        self._notice_nonlinear(kinds)
         flat = scorer.score(Job(st, x, first, selection, opts, progress))
         if flat is not first.contrib:  # the score pass checks its own
             check_finite_scores(flat)
         return Scoring(
-            method, x, first.target, first.logits, names, first.layout, first.contrib, Ranking(flat)
+            method,
+            x,
+            first.target,
+            first.logits,
+            names,
+            kinds,
+            first.layout,
+            first.contrib,
+            Ranking(flat),
+        )
+
+    def _notice_nonlinear(self, kinds: list[tuple[str, bool]]) -> None:
+        """Warn once per set of types when sites are not piecewise linear."""
+        odd = Counter(k for k, linear in kinds if not linear)
+        if not odd:
+            return
+        what = ", ".join(f"{k} x{n}" for k, n in sorted(odd.items()))
+        if what in self._noticed:
+            return
+        self._noticed.add(what)
+        warnings.warn(
+            f"{sum(odd.values())} of the {len(kinds)} sites are not piecewise linear ({what}): "
+            "there the pathway gradient is a gradient through the kept neurons, not the "
+            "exact local linear model that the paper's results assume (ReLU-like "
+            "activations). Explanation.piecewise_linear says so.",
+            SiteWarning,
+            stacklevel=caller_level(),
         )
 
     def _pathway_pass(
@@ -213,6 +251,7 @@ class PathwayExplainer:
         x, layout, ranking = scoring.inputs, scoring.layout, scoring.ranking
         weights, masks, fill = pass_weights(ranking, layout, selection, x.dtype, sorted_selection)
         p_logits, sal = passes.masked_pass(st, x, scoring.target, masks, fill)
+        notices = blank_map_notices(sal, scoring.contrib)
         return Explanation(
             saliency=sal,
             scores=layout.views(ranking.scores),
@@ -227,6 +266,8 @@ class PathwayExplainer:
             _flat_contrib=scoring.contrib,
             _layout=layout,
             _ranking=ranking,
+            _kinds=scoring.kinds,
+            notices=notices,
         )
 
     def _at_sparsity(self, e: Explanation, sparsity: float) -> Explanation:
@@ -239,6 +280,7 @@ class PathwayExplainer:
                 e.target,
                 e.logits,
                 e.site_names,
+                e._kinds,
                 e._layout,
                 e._flat_contrib,
                 e._ranking,

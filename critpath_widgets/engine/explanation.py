@@ -41,6 +41,27 @@ def reduce_channels(
     raise OptionError(f"unknown reduce {reduce!r}; choose one of {', '.join(REDUCTIONS)}")
 
 
+def blank_map_notices(saliency: torch.Tensor, contrib: torch.Tensor) -> tuple[str, ...]:
+    """Why a sample's pathway gradient is zero everywhere, when it is (a blank map must
+    not look like an answer)."""
+    notices = []
+    blank = ~saliency.flatten(1).any(dim=1)
+    for i in blank.nonzero().flatten().tolist():
+        if not contrib[i].any():
+            notices.append(
+                f"sample {i}: the map is blank because the target logit does not depend on "
+                "the input at all (every neuron's gradient is zero); a classifier head "
+                "initialised to zero, as in torchvision's ViT without pretrained weights, "
+                "does this"
+            )
+        else:
+            notices.append(
+                f"sample {i}: the map is blank because no gradient flows through the kept "
+                "pathway at this sparsity; lower the sparsity or use scope='layer'"
+            )
+    return tuple(notices)
+
+
 @dataclass
 class Pathway:
     """The critical pathway: which neurons of every site are kept."""
@@ -128,6 +149,10 @@ class Explanation:
     _flat_contrib: torch.Tensor = field(repr=False)
     _layout: SiteLayout = field(repr=False)
     _ranking: Ranking = field(repr=False)
+    #: per site: what it is (module type or "F.kind") and whether it is piecewise linear
+    _kinds: list[tuple[str, bool]] = field(default_factory=list, repr=False)
+    #: what a reader of the map must know (a blank map and why), in sentences
+    notices: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         """What was explained and how, in one line (no tensor dumps)."""
@@ -175,6 +200,19 @@ class Explanation:
         from one :meth:`PathwayExplainer.explain` call through :meth:`at_sparsity`
         (whose scores and contributions are therefore identical)."""
         return self._ranking
+
+    @property
+    def site_kinds(self) -> list[str]:
+        """What each site is, in call order: a module type ("ReLU") or an activation
+        function called in ``forward`` ("F.relu")."""
+        return [k for k, _ in self._kinds]
+
+    @property
+    def piecewise_linear(self) -> bool:
+        """Whether every site is piecewise linear: then the pathway gradient is the exact
+        gradient of the local linear model the paper describes; else (GELU, SiLU, ...) it
+        is the gradient through the kept neurons."""
+        return all(linear for _, linear in self._kinds)
 
     @property
     def site_names(self) -> list[str]:

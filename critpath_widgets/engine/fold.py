@@ -34,10 +34,8 @@ from __future__ import annotations
 
 import copy
 import operator
-import traceback
 import warnings
 from collections import Counter, OrderedDict
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -47,6 +45,7 @@ from ..errors import FoldingWarning
 from .graph import edge_counts
 from .hooks import global_hooks
 from .hooks import own_hooks as _hooked
+from .validate import caller_level
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _HOOK_DICTS = (
@@ -314,18 +313,6 @@ def _fresh(m: nn.Module) -> nn.Module:
     return c
 
 
-def _caller_level() -> int:
-    """The ``stacklevel`` of the first frame outside this package (and contextlib), so
-    that a warning names the user's call."""
-    here = Path(__file__).resolve().parent.parent
-    frames = traceback.extract_stack()[:-1]
-    for level, frame in enumerate(reversed(frames), start=1):
-        f = Path(frame.filename)
-        if here not in f.parents and f.name != "contextlib.py":
-            return level
-    return 2
-
-
 class BatchNormFolding:
     """Keeps a folded twin of ``model`` up to date; :meth:`net` says what to run."""
 
@@ -398,7 +385,7 @@ class BatchNormFolding:
             warnings.warn(
                 f"BatchNorm folding is off, the model runs as it is: {reason}",
                 FoldingWarning,
-                stacklevel=_caller_level(),
+                stacklevel=caller_level(),
             )
         return self.model
 

@@ -21,6 +21,7 @@ from ..errors import Cancelled, InputError, ModelError
 from . import masking, memory
 from .layout import SiteLayout
 from .pathway import check_finite_scores
+from .site_spec import SiteChoice
 from .sites import SiteHooks
 from .validate import resolve_target
 
@@ -44,9 +45,22 @@ class PassState:
     #: False once a score pass found a site whose gradient a backward to the first site
     #: does not compute: scores are then taken from captured gradients
     scores_in_backward: bool | None = None
+    #: the resolved ``sites=`` (None: the modules alone, no functions)
+    choice: SiteChoice | None = None
+    #: whether the forward calls any of the chosen activation functions (None: not run
+    #: yet); False saves the function mode's cost on every later pass
+    functional_seen: bool | None = None
 
     def __post_init__(self) -> None:
         self.module_by_name = dict(self.modules)
+
+    def site_hooks(self) -> SiteHooks:
+        """The site hooks of one call: the modules, and the functions while the model
+        may call them."""
+        functions = self.choice.functions if self.choice is not None else frozenset()
+        if self.functional_seen is False:
+            functions = frozenset()
+        return SiteHooks(self.modules, functions, self.net)
 
     @contextlib.contextmanager
     def using(self, hooks: SiteHooks) -> Iterator[PassState]:
@@ -102,6 +116,11 @@ def run(
     with hooks.pass_with(handler, pre) as count:
         logits = forward(st, x, batch)
     n = count()
+    if hooks.record_functions and st.functional_seen is None:
+        st.functional_seen = hooks.functional > 0
+        hooks.record_functions = st.functional_seen
+    if n == 0 and not st.modules and st.choice is not None:
+        raise ModelError(st.choice.no_sites_message(st.net))
     if n == 0:
         raise ModelError(
             "no site was called during the forward pass: the chosen activation modules "

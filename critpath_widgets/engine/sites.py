@@ -1,9 +1,11 @@
-"""Sites (calls of activation modules) and the hooks that read or rewrite their outputs.
+"""Sites (calls of activations) and the hooks that read or rewrite their outputs.
 
-A *site* is one call of an activation module during the forward pass; a module called
-three times per forward (torchvision's Bottleneck ``relu``) gives three sites, in call
-order. Hooks are owned by :class:`SiteHooks`, a context manager that removes them on
-every path, so the user's model never keeps a hook after a call, even one that raised.
+A *site* is one call of an activation module, or of an activation function inside
+``forward`` (:mod:`.functional`), during the forward pass; a module called three times
+per forward (torchvision's Bottleneck ``relu``) gives three sites, in call order. Which
+calls are sites is resolved by :mod:`.site_spec`. Hooks are owned by :class:`SiteHooks`,
+a context manager that removes them on every path, so the user's model never keeps a
+hook after a call, even one that raised.
 """
 
 from __future__ import annotations
@@ -16,50 +18,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import InputTypeError, ModelError
-
-#: Activation module types recorded by default.
-DEFAULT_SITE_TYPES: tuple[type[nn.Module], ...] = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.Hardtanh,
-    nn.PReLU,
+from ..errors import ModelError
+from .functional import (
+    PIECEWISE_LINEAR_KINDS,
+    FunctionalSites,
+    functional_name,
+    is_activation,
+    is_piecewise_linear_module,
 )
-
-SiteSpec = (
-    None
-    | type[nn.Module]
-    | str
-    | Callable[[str, nn.Module], bool]
-    | Sequence[type[nn.Module] | str]
-)
-
-
-def _activation_types_in(model: nn.Module) -> list[str]:
-    """Names of the activation-like module types present in ``model`` (for error messages)."""
-    act_mod = nn.modules.activation
-    found = {
-        type(m).__name__
-        for m in model.modules()
-        if type(m).__module__ == act_mod.__name__
-        or "activation" in type(m).__module__
-        or any(
-            k in type(m).__name__.lower()
-            for k in (
-                "relu",
-                "swish",
-                "gelu",
-                "silu",
-                "sigmoid",
-                "tanh",
-                "elu",
-                "mish",
-                "hardswish",
-            )
-        )
-    }
-    return sorted(found)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -75,63 +41,6 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             model = model._modules["_orig_mod"]
         else:
             return model
-
-
-def resolve_site_modules(model: nn.Module, sites: SiteSpec = None) -> list[tuple[str, nn.Module]]:
-    """Return ``(name, module)`` pairs of the modules whose calls are sites.
-
-    ``sites`` may be None (the default activation types), a module type, a tuple/list of
-    module types and/or module names, a single module name, or a predicate
-    ``f(name, module) -> bool``.
-    """
-    if not isinstance(model, nn.Module):
-        raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    named = list(model.named_modules())
-    if sites is None:
-        chosen = [(n, m) for n, m in named if isinstance(m, DEFAULT_SITE_TYPES)]
-        what = "activation modules of types " + ", ".join(t.__name__ for t in DEFAULT_SITE_TYPES)
-    elif isinstance(sites, type) and issubclass(sites, nn.Module):
-        chosen = [(n, m) for n, m in named if isinstance(m, sites)]
-        what = f"modules of type {sites.__name__}"
-    elif isinstance(sites, str):
-        return resolve_site_modules(model, [sites])
-    elif callable(sites) and not isinstance(sites, (list, tuple)):
-        chosen = [(n, m) for n, m in named if n and sites(n, m)]
-        what = "modules accepted by the predicate"
-    elif isinstance(sites, (list, tuple, set)):
-        types = tuple(s for s in sites if isinstance(s, type) and issubclass(s, nn.Module))
-        names = [s for s in sites if isinstance(s, str)]
-        bad = [s for s in sites if not (isinstance(s, str) or s in types)]
-        if bad:
-            raise InputTypeError(
-                f"sites entries must be module types or module names, got {bad[0]!r}"
-            )
-        by_name = dict(named)
-        missing = [s for s in names if s not in by_name]
-        if missing:
-            raise ModelError(f"sites names not found in the model: {', '.join(missing)}")
-        chosen = [(n, m) for n, m in named if (types and isinstance(m, types)) or n in names]
-        what = "the requested modules"
-    else:
-        raise InputTypeError(
-            "sites must be None, a module type, a list of module types or names, or a "
-            f"predicate(name, module); got {type(sites).__name__}"
-        )
-    # A module registered under two names is one module: keep its first name.
-    seen: set[int] = set()
-    unique = []
-    for n, m in chosen:
-        if id(m) not in seen:
-            seen.add(id(m))
-            unique.append((n, m))
-    if not unique:
-        acts = _activation_types_in(model)
-        found = ", ".join(acts) if acts else "none"
-        raise ModelError(
-            f"the model has no recordable sites: no {what}. Activation types found in it: "
-            f"{found}. Pass sites=... to choose the modules to record."
-        )
-    return unique
 
 
 class HookOwner(contextlib.AbstractContextManager):
@@ -166,38 +75,92 @@ class HookOwner(contextlib.AbstractContextManager):
 
 
 class SiteHooks(HookOwner):
-    """Forward hooks (and pre-hooks) on the site modules, active only inside ``with``.
+    """Forward hooks (and pre-hooks) on the site modules, and the calls of the chosen
+    activation functions, routed to a handler only inside ``with``.
 
-    Each hook call gets a running site index (call order). What happens at a site is
+    Each site call gets a running site index (call order). What happens at a site is
     decided by ``handler(index, name, output) -> replacement or None``, set per pass
-    with :meth:`pass_with`, and optionally before the call by ``pre(index, module,
-    args)``. Calls from other threads pass through untouched, so a user running the
-    model elsewhere meanwhile is not affected.
+    with :meth:`pass_with`, and, for module sites, optionally before the call by
+    ``pre(index, module, args)``. Calls from other threads pass through untouched, so a
+    user running the model elsewhere meanwhile is not affected.
+
+    With ``functions`` (kinds of :mod:`.functional`), the pass also runs under a
+    :class:`~.functional.FunctionalSites` mode, and hooks on every module of ``net``
+    keep the path of the module calls in progress (a functional site is named after
+    the module that called it) and whether an activation or site module is running
+    (the functions such a module calls are its own, not sites).
     """
 
-    def __init__(self, modules: Sequence[tuple[str, nn.Module]]):
+    def __init__(
+        self,
+        modules: Sequence[tuple[str, nn.Module]],
+        functions: frozenset[str] = frozenset(),
+        net: nn.Module | None = None,
+    ):
         super().__init__()
         self._modules = list(modules)
+        self._net = net
         self._thread = threading.get_ident()
         self._handler: Callable[[int, str, torch.Tensor], torch.Tensor | None] | None = None
         self._pre: Callable[[int, nn.Module, tuple], None] | None = None
         self._count = 0
-        self._calls: dict[int, int] = {}
+        self._calls: dict[object, int] = {}
         self.names: list[str] = []
+        #: per site, in call order: (what it is: a module type or "F.kind", whether it is
+        #: piecewise linear)
+        self.kinds: list[tuple[str, bool]] = []
         #: site calls in this thread outside any pass (activation checkpointing runs the
         #: forward again inside the backward)
         self.stray = 0
         #: ids of this owner's hooks, as keys of the modules' hook dictionaries
         self.ids: set[int] = set()
+        #: ids of the hooks that only keep the module path (they never see a tensor)
+        self.path_ids: set[int] = set()
         #: the positional inputs of the site call being handled (empty outside a handler)
         self.inputs: tuple = ()
+        self._mode = (
+            FunctionalSites(functions, self._functional_site, lambda: self._inside > 0)
+            if functions and net is not None
+            else None
+        )
+        #: whether the passes record the functions' calls (the caller turns it off once
+        #: a pass found none: then a pass costs what it did without them)
+        self.record_functions = self._mode is not None
+        #: functional site calls in the current pass
+        self.functional = 0
+        self._stack: list[str] = []  # module paths of the calls in progress
+        self._inside = 0  # activation or site module calls in progress
 
     def _register(self) -> None:
         self._thread = threading.get_ident()
         for name, module in self._modules:
             self._handles.append(module.register_forward_pre_hook(self._make_pre_hook()))
             self._handles.append(module.register_forward_hook(self._make_hook(name)))
+        first = len(self._handles)
+        if self._mode is not None and self._net is not None:
+            own = {id(m) for _, m in self._modules}
+            for path, m in self._net.named_modules():
+                leaf = id(m) in own or is_activation(m)
+                self._handles.append(m.register_forward_pre_hook(self._enter(path, leaf)))
+                self._handles.append(m.register_forward_hook(self._leave(leaf), always_call=True))
         self.ids = self.hook_ids
+        self.path_ids = {h.id for h in self._handles[first:]}
+
+    def _enter(self, path: str, leaf: bool) -> Callable[..., None]:
+        def pre(module: nn.Module, args: tuple) -> None:
+            if threading.get_ident() == self._thread:
+                self._stack.append(path)
+                self._inside += leaf
+
+        return pre
+
+    def _leave(self, leaf: bool) -> Callable[..., None]:
+        def post(module: nn.Module, args: tuple, output: Any) -> None:
+            if threading.get_ident() == self._thread and self._stack:
+                self._stack.pop()
+                self._inside -= leaf
+
+        return post
 
     def _make_pre_hook(self) -> Callable[..., Any]:
         def pre(module: nn.Module, args: tuple) -> None:
@@ -218,19 +181,40 @@ class SiteHooks(HookOwner):
                 return None
             if not isinstance(output, torch.Tensor):
                 raise ModelError(f"site {name!r} returned {type(output).__name__}, not a tensor")
-            i = self._count
-            self._count += 1
-            k = self._calls.get(id(module), 0)
-            self._calls[id(module)] = k + 1
-            if i == len(self.names):
-                self.names.append(name if k == 0 else f"{name}#{k + 1}")
-            self.inputs = inputs
-            try:
-                return self._handler(i, name, output)
-            finally:
-                self.inputs = ()
+            kind = (type(module).__name__, is_piecewise_linear_module(module))
+            return self._site(name, id(module), kind, output, inputs)
 
         return hook
+
+    def _functional_site(self, kind: str, output: torch.Tensor, args: tuple) -> torch.Tensor:
+        """A call of an activation function inside a pass: a site named after the module
+        that called it; returns its output, replaced or not."""
+        if self._handler is None:
+            return output
+        self.functional += 1
+        path = self._stack[-1] if self._stack else ""
+        label = (f"F.{kind}", kind in PIECEWISE_LINEAR_KINDS)
+        out = self._site(functional_name(path, kind), (path, kind), label, output, args)
+        return output if out is None else out
+
+    def _site(
+        self, name: str, key: object, kind: tuple[str, bool], output: torch.Tensor, inputs: Any
+    ) -> torch.Tensor | None:
+        """The handler's answer for the next site call (``key``: what counts repeated
+        calls of one module or of one function in one module)."""
+        assert self._handler is not None
+        i = self._count
+        self._count += 1
+        k = self._calls.get(key, 0)
+        self._calls[key] = k + 1
+        if i == len(self.names):
+            self.names.append(name if k == 0 else f"{name}#{k + 1}")
+            self.kinds.append(kind)
+        self.inputs = inputs
+        try:
+            return self._handler(i, name, output)
+        finally:
+            self.inputs = ()
 
     @property
     def count(self) -> int:
@@ -244,12 +228,16 @@ class SiteHooks(HookOwner):
         pre: Callable[[int, nn.Module, tuple], None] | None = None,
     ) -> Iterator[Callable[[], int]]:
         """Route every site call of one forward pass to ``handler`` (and ``pre`` before
-        the call, with the site's module and positional inputs); yields a site counter."""
+        a module site's call, with its module and positional inputs); yields a site
+        counter."""
         self._handler, self._pre = handler, pre
-        self._count = 0
+        self._count = self.functional = self._inside = 0
         self._calls = {}
+        self._stack.clear()
+        mode = self._mode if self.record_functions else None
         try:
-            yield lambda: self._count
+            with mode if mode is not None else contextlib.nullcontext():
+                yield lambda: self._count
         finally:
             self._handler = self._pre = None
 

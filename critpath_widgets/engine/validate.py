@@ -6,7 +6,9 @@ message that says what was expected, before any pass runs.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -133,3 +135,15 @@ def progress_fn(progress: Any, method: str) -> Any:
     if callable(progress):
         return progress
     raise OptionError(f"progress must be None, True or a callable(done, total), got {progress!r}")
+
+
+def caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside this package (and contextlib), so
+    that a warning names the user's call."""
+    here = Path(__file__).resolve().parent.parent
+    frames = traceback.extract_stack()[:-1]
+    for level, frame in enumerate(reversed(frames), start=1):
+        f = Path(frame.filename)
+        if here not in f.parents and f.name != "contextlib.py":
+            return level
+    return 2

@@ -75,7 +75,8 @@ class NeuronIntGrad(Scorer):
                     passes.run(st, x, lambda i, name, out: None)
             shortcut = None
             if n == 1:
-                ours = replay.hook_ids if replay is not None else set()
+                # the hooks that keep module paths for functional sites see no tensor
+                ours = (replay.hook_ids if replay is not None else set()) | hooks.path_ids
                 shortcut = stack.enter_context(AffineShortcut(st.net, ours))
             for done, i in enumerate(reversed(range(total)), start=1):
                 gsum = self._alpha_grad_sum(job, i, alphas, replay, shortcut)
