@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import InputError, OptionError
-from .layout import SiteLayout
+from .layout import SiteGrid, SiteLayout
 from .pathway import Ranking, check_sparsity, count_ones
 
 if TYPE_CHECKING:
@@ -108,6 +108,12 @@ class Pathway:
         are removed, so the share of neurons differs."""
         return 1.0 - self.kept.double() / max(self.neurons, 1)
 
+    def kept_channels(self, index: int, sample: int = 0) -> torch.Tensor:
+        """Bool (C,): which channels (features, for token and channels-last sites) of
+        site ``index`` hold at least one kept neuron in ``sample``."""
+        row = self.layout.slice(self.flat, index)[sample]
+        return self.layout.by_channel(row, index).any(dim=-1)
+
 
 @dataclass
 class SiteSummary:
@@ -122,6 +128,10 @@ class SiteSummary:
     kept_total: float
     channel_total: torch.Tensor = field(repr=False)
     _channel_kept: Callable[[], torch.Tensor] | torch.Tensor = field(repr=False)
+    #: how the site maps onto the input (kind "none" and a reason where it has no map)
+    grid: SiteGrid | None = field(default=None, repr=False)
+    #: contribution of the class token of a token site (left out of its map), else None
+    class_token_total: float | None = None
 
     @property
     def channel_kept(self) -> torch.Tensor:
@@ -241,7 +251,9 @@ class Explanation:
                 self._ranking.keys(o, o + size)
 
     def layer_summary(self, sample: int = 0) -> list[SiteSummary]:
-        """Per site: neurons, kept neurons, total and kept contribution, per-channel sums.
+        """Per site: neurons, kept neurons, total and kept contribution, per-channel sums
+        (channels being the feature axis: dim 1, or the last dim of token and
+        channels-last sites), its spatial grid and its class token's contribution.
 
         The per-channel totals do not depend on the sparsity and are computed once per
         scoring (shared with :meth:`at_sparsity` results); only the kept part is new.
@@ -251,28 +263,29 @@ class Explanation:
             raise InputError(f"sample {sample} out of range for a batch of {n}")
         sample %= n
         layout = self._layout
-        chans = layout.channels()
         row = self._flat_contrib[sample]
+        spans = [row[o : o + size] for o, size in zip(layout.offsets, layout.sizes, strict=True)]
         totals = self._ranking.cache.get(("channel_total", sample))
         if totals is None:
-            totals = [
-                row[o : o + size].view(c, -1).sum(dim=1).cpu()
-                for o, size, c in zip(layout.offsets, layout.sizes, chans, strict=True)
-            ]
+            totals = [layout.by_channel(r, i).sum(dim=-1).cpu() for i, r in enumerate(spans)]
             self._ranking.cache[("channel_total", sample)] = totals
         wrow = self.pathway.weights[sample].to(row.dtype)
-        parts = [
-            (row[o : o + size], wrow[o : o + size], c)
-            for o, size, c in zip(layout.offsets, layout.sizes, chans, strict=True)
-        ]
+        wspans = [wrow[o : o + size] for o, size in zip(layout.offsets, layout.sizes, strict=True)]
         # kept contribution of a site: one dot product (no product buffer); the
         # per-channel split only for the sites whose channels are looked at
-        kept_totals = torch.stack([torch.dot(r, w) for r, w, _ in parts]).tolist()
-        counts = [int(count_ones(w[None])) for _, w, _ in parts]
+        dots = [torch.dot(r, w) for r, w in zip(spans, wspans, strict=True)]
+        kept_totals = torch.stack(dots).tolist()
+        counts = [int(count_ones(w[None])) for w in wspans]
         site_totals = torch.stack([t.sum() for t in totals]).tolist()
+        image = self._image_size()
+        grids = [layout.grid(i, image) for i in range(len(layout))]
+        # a class token is the first D values of its site's (T, D) row
+        tokens = [i for i, g in enumerate(grids) if g.class_token]
+        sums = [spans[i][: layout.shapes[i][-1]].sum() for i in tokens]
+        cls = dict(zip(tokens, torch.stack(sums).tolist() if sums else [], strict=True))
 
-        def channel_kept(r: torch.Tensor, w: torch.Tensor, c: int) -> Callable[[], torch.Tensor]:
-            return lambda: (r * w).view(c, -1).sum(dim=1).cpu()
+        def channel_kept(i: int) -> Callable[[], torch.Tensor]:
+            return lambda: layout.by_channel(spans[i] * wspans[i], i).sum(dim=-1).cpu()
 
         return [
             SiteSummary(
@@ -284,19 +297,29 @@ class Explanation:
                 total=float(site_totals[i]),
                 kept_total=float(kept_totals[i]),
                 channel_total=totals[i],
-                _channel_kept=channel_kept(*parts[i]),
+                _channel_kept=channel_kept(i),
+                grid=grids[i],
+                class_token_total=cls.get(i),
             )
             for i in range(len(layout))
         ]
 
+    def _image_size(self) -> tuple[int, int] | None:
+        """(H, W) of the inputs when they are images (N, C, H, W), else None."""
+        return tuple(self.inputs.shape[-2:]) if self.inputs.dim() == 4 else None
+
     def site_map(self, index: int, sample: int = 0) -> torch.Tensor:
-        """(H, W) spatial contribution map of one site: contributions summed over channels."""
+        """(H, W) spatial contribution map of one site: its contributions summed over the
+        features at each position (:meth:`.SiteLayout.grid`: conv (C, H, W) and channels-
+        last (H, W, C) sites, and token sites on a square patch grid, whose class token
+        is left out). Other sites raise an InputError that says why they have none."""
         if not 0 <= index < len(self.contributions):
             raise InputError(f"site index {index} out of range (0..{len(self.contributions) - 1})")
         c = self.contributions[index][sample].detach()
-        if c.dim() != 3:
+        grid = self._layout.grid(index, self._image_size())
+        if grid.hw is None:
             raise InputError(
                 f"site {self.site_names[index]!r} has output shape {tuple(c.shape)}: "
-                "no spatial map (only conv sites shaped (C, H, W) have one)"
+                f"no spatial map ({grid.reason})"
             )
-        return c.sum(dim=0)
+        return grid.spatial_map(c)

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..errors import Cancelled, InputError, ModelError
 from . import masking, memory
+from .axes import feature_axis_last
 from .layout import SiteLayout
 from .pathway import check_finite_scores
 from .site_spec import SiteChoice
@@ -147,7 +148,7 @@ def score_pass(st: PassState, x: torch.Tensor, target: Any, keep_grads: bool = F
         logits, acts = recorded_forward(st, x)
         tgt = resolve_target(target, logits)
         y = logits.gather(1, tgt[:, None]).sum()
-        layout = SiteLayout.from_tensors(acts)
+        layout = SiteLayout.from_tensors(acts, [feature_axis_last(a) for a in acts])
         if keep_grads or st.scores_in_backward is False:
             break
         contrib = scores_in_backward(y, acts, layout)  # empties acts

@@ -11,8 +11,14 @@ An ipywidgets ``VBox`` made of two bqplot figures and an :class:`AttributionOver
   descending order; channels with at least one kept neuron (the pathway's channels)
   in a different colour;
 * an overlay of the selected site's spatial contribution map
-  (``explanation.site_map(i)``) over the image, sign "absolute", colormap "inferno".
-  Sites whose output is 2-D (linear layers) have no map: a message says so.
+  (``explanation.site_map(i)``) over the image, sign "absolute", colormap "inferno":
+  conv and channels-last sites on their (H, W), transformer token sites on their
+  patch grid (the class token's share of the contribution is in the details text).
+  Sites with no map (feature vectors, tokens in partitioned windows) show the
+  engine's reason instead (``SiteSummary.grid``).
+
+"Channels" are a site's feature axis: dim 1 of conv outputs, the last dim of token
+and channels-last outputs (the engine's layout says which).
 
 Chart data stay numpy float arrays, which bqplot sends as binary buffers.
 """
@@ -310,17 +316,28 @@ class LayerContributions(widgets.VBox):
         frac = s.kept / s.neurons if s.neurons else 0.0
         kept_share = float(s.kept_total) / float(s.total) if float(s.total) > 0 else 0.0
         shape = " x ".join(str(d) for d in s.shape)
+        cls = getattr(s, "class_token_total", None)
+        cls_txt = ""
+        if cls is not None and float(s.total) > 0:
+            cls_txt = (
+                f" The class token holds {cls / float(s.total):.1%} of the site's "
+                "contribution (not on the patch grid, so not in the map)."
+            )
         self.details.value = (
             f"<b>site {index}</b> <code>{html.escape(str(s.name))}</code> ({shape}): "
             f"kept {s.kept:,} of {s.neurons:,} neurons ({frac:.1%}); "
             f"contribution kept {_fmt(float(s.kept_total))} of {_fmt(float(s.total))} "
-            f"({kept_share:.0%}); {int(in_path.sum())} of {n_ch} channels in the pathway."
+            f"({kept_share:.0%}); {int(in_path.sum())} of {n_ch} channels in the "
+            f"pathway.{cls_txt}"
         )
-        if len(s.shape) < 2:
-            self._set_overlay(
-                None, f"Site {index} is a linear layer ({shape}): it has no spatial map."
-            )
+        grid = getattr(s, "grid", None)
+        if grid is not None and grid.hw is None:  # the engine says why there is none
+            self._set_overlay(None, f"Site {index} ({shape}) has no spatial map: {grid.reason}.")
+            self._map_key = None
             return
+        label = f"site {index} map"
+        if grid is not None and grid.kind == "tokens":
+            label += f" ({grid.hw[0]} x {grid.hw[1]} patches)"
         # the map depends on the scoring, not on the sparsity: a slider move re-sends nothing
         key = (index, self._sample, getattr(self._explanation, "scoring", self._explanation))
         if key == self._map_key and not self.overlay.message:
@@ -332,16 +349,13 @@ class LayerContributions(widgets.VBox):
             self._set_overlay(None, f"No spatial map for site {index}: {err}")
             self._map_key = None
             return
-        self._set_overlay(_np(site_map).astype(np.float32), "", label=f"site {index} map")
+        self._set_overlay(_np(site_map).astype(np.float32), "", label=label)
         self._map_key = key
 
     def _pathway_channels(self, index: int, ch_kept: np.ndarray) -> np.ndarray:
         """Boolean per channel: does the channel hold at least one kept neuron?"""
         try:
-            mask = self._explanation.pathway.masks[index][self._sample]
-            if hasattr(mask, "detach"):
-                c = mask.shape[0]
-                return mask.reshape(c, -1).any(dim=1).cpu().numpy()
+            return self._explanation.pathway.kept_channels(index, self._sample).cpu().numpy()
         except Exception:  # noqa: BLE001 - fall back on the summary
             pass
         return ch_kept > 0

@@ -55,22 +55,21 @@ def keep_count(n: int, sparsity: float) -> int:
 
 
 def channel_scores(flat: torch.Tensor, layout: SiteLayout) -> torch.Tensor:
-    """(N, total channels): each channel's score is the sum of its neurons' scores."""
-    n = flat.shape[0]
-    parts = [
-        layout.slice(flat, i).reshape(n, c, -1).sum(dim=2) for i, c in enumerate(layout.channels())
-    ]
+    """(N, total channels): each channel's score is the sum of its neurons' scores (a
+    channel of a channels-last or token site is a feature over all its positions)."""
+    parts = [layout.by_channel(layout.slice(flat, i), i).sum(dim=-1) for i in range(len(layout))]
     return torch.cat(parts, dim=1)
 
 
 def expand_channels(ch_mask: torch.Tensor, layout: SiteLayout) -> torch.Tensor:
-    """Flat neuron mask (N, total) from a channel mask (N, total channels)."""
+    """Flat neuron mask (N, total) from a channel mask (N, total channels): every neuron
+    of a channel, at every position, takes the channel's value."""
     n = ch_mask.shape[0]
     out = memory.empty((n, layout.total), torch.bool, ch_mask.device)
     o = 0
     for i, c in enumerate(layout.channels()):
-        per = layout.sizes[i] // c
-        layout.slice(out, i).view(n, c, per).copy_(ch_mask[:, o : o + c, None].expand(n, c, per))
+        dst = layout.by_channel(layout.slice(out, i), i)  # (N, c, positions) view of out
+        dst.copy_(ch_mask[:, o : o + c, None].expand_as(dst))
         o += c
     return out
 
