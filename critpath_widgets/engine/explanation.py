@@ -2,8 +2,8 @@
 
 :class:`Explanation` keeps the scoring it came from (scores, contributions, their sorted
 :class:`~.pathway.Ranking`), so that :meth:`Explanation.at_sparsity` costs one masked
-pass and no new scoring; :class:`Pathway` is the kept selection, :class:`SiteSummary`
-one site's figures for the layer panel.
+pass and no new scoring; :class:`Pathway` is the kept selection, and
+:class:`~.summary.LayerSummary` the per-site figures of the layer panel.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 from ..errors import InputError, OptionError
 from .layout import SiteLayout
 from .pathway import Ranking, check_sparsity, count_ones
+from .summary import LayerSummary, SiteSummary
 
 if TYPE_CHECKING:
     from .explainer import PathwayExplainer
@@ -86,29 +87,6 @@ class Pathway:
         to rounding for granularity "neuron"; for "channel" channels of different sizes
         are removed, so the share of neurons differs."""
         return 1.0 - self.kept.double() / max(self.neurons, 1)
-
-
-@dataclass
-class SiteSummary:
-    """Per-site figures for one sample: what the layer panel plots."""
-
-    index: int
-    name: str
-    shape: tuple[int, ...]
-    neurons: int
-    kept: int
-    total: float
-    kept_total: float
-    channel_total: torch.Tensor = field(repr=False)
-    _channel_kept: Callable[[], torch.Tensor] | torch.Tensor = field(repr=False)
-
-    @property
-    def channel_kept(self) -> torch.Tensor:
-        """Contribution kept by the pathway in each channel (computed on first use: a
-        panel shows the channels of one site at a time)."""
-        if callable(self._channel_kept):
-            self._channel_kept = self._channel_kept()
-        return self._channel_kept
 
 
 @dataclass
@@ -202,8 +180,9 @@ class Explanation:
             for o, size in zip(self._layout.offsets, self._layout.sizes, strict=True):
                 self._ranking.keys(o, o + size)
 
-    def layer_summary(self, sample: int = 0) -> list[SiteSummary]:
-        """Per site: neurons, kept neurons, total and kept contribution, per-channel sums.
+    def layer_summary(self, sample: int = 0) -> LayerSummary:
+        """Per site: neurons, kept neurons, total and kept contribution, per-channel sums
+        (a list, shown as a table in a notebook; ``.to_frame()`` gives a DataFrame).
 
         The per-channel totals do not depend on the sparsity and are computed once per
         scoring (shared with :meth:`at_sparsity` results); only the kept part is new.
@@ -236,7 +215,7 @@ class Explanation:
         def channel_kept(r: torch.Tensor, w: torch.Tensor, c: int) -> Callable[[], torch.Tensor]:
             return lambda: (r * w).view(c, -1).sum(dim=1).cpu()
 
-        return [
+        summaries = (
             SiteSummary(
                 index=i,
                 name=self.site_names[i],
@@ -249,7 +228,8 @@ class Explanation:
                 _channel_kept=channel_kept(*parts[i]),
             )
             for i in range(len(layout))
-        ]
+        )
+        return LayerSummary(summaries, sample)
 
     def site_map(self, index: int, sample: int = 0) -> torch.Tensor:
         """(H, W) spatial contribution map of one site: contributions summed over channels."""
