@@ -54,6 +54,9 @@ class Scoring(NamedTuple):
     contrib: torch.Tensor
     #: the method's scores, sorted on demand
     ranking: Ranking
+    #: the method's options (granularity included, progress not): what a path-dependent
+    #: method runs again with at another sparsity
+    options: dict[str, Any]
 
 
 class PathwayExplainer:
@@ -202,8 +205,17 @@ class PathwayExplainer:
         flat = scorer.score(Job(st, x, first, selection, opts, progress))
         if flat is not first.contrib:  # the score pass checks its own
             check_finite_scores(flat)
+        kept_opts = {k: v for k, v in opts.items() if k != "progress"}
         return Scoring(
-            method, x, first.target, first.logits, names, first.layout, first.contrib, Ranking(flat)
+            method,
+            x,
+            first.target,
+            first.logits,
+            names,
+            first.layout,
+            first.contrib,
+            Ranking(flat),
+            kept_opts,
         )
 
     def _pathway_pass(
@@ -227,10 +239,17 @@ class PathwayExplainer:
             _flat_contrib=scoring.contrib,
             _layout=layout,
             _ranking=ranking,
+            _options=scoring.options,
         )
 
-    def _at_sparsity(self, e: Explanation, sparsity: float) -> Explanation:
-        """A new selection from ``e``'s cached scores and one masked pass."""
+    def _at_sparsity(self, e: Explanation, sparsity: float, progress: Any = None) -> Explanation:
+        """A new selection from ``e``'s cached scores and one masked pass; for a
+        path-dependent method at another sparsity, the method run again instead."""
+        if sparsity != e.sparsity and self.scorer(e.method).path_dependent:
+            # its scores hold only the removal order up to e.sparsity: run it again on the
+            # same inputs, targets and options, which is what explain gives at sparsity
+            opts = {**e._options, "progress": progress}
+            return self.explain(e.inputs, e.target, e.method, sparsity, e.scope, **opts)
         with self._session(e.inputs) as st:
             st.hooks.names.extend(e.site_names)
             scoring = Scoring(
@@ -242,6 +261,7 @@ class PathwayExplainer:
                 e._layout,
                 e._flat_contrib,
                 e._ranking,
+                e._options,
             )
             selection = Selection(sparsity, e.scope, e.granularity)
             return self._pathway_pass(st, scoring, selection, sorted_selection=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -106,6 +106,8 @@ class Explanation:
     _flat_contrib: torch.Tensor = field(repr=False)
     _layout: SiteLayout = field(repr=False)
     _ranking: Ranking = field(repr=False)
+    #: the method's options (granularity included, progress not), for a rerun
+    _options: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
         """What was explained and how, in one line (no tensor dumps)."""
@@ -164,16 +166,30 @@ class Explanation:
         the sum of magnitudes, or gradient x input summed over channels."""
         return reduce_channels(self.saliency, reduce, self.inputs)
 
-    def at_sparsity(self, sparsity: float) -> Explanation:
-        """The explanation at another sparsity from the cached scores (one masked pass)."""
-        return self.explainer._at_sparsity(self, check_sparsity(sparsity))
+    @property
+    def path_dependent(self) -> bool:
+        """Whether the method's scores depend on the sparsity asked for (greedy removes
+        neurons step by step up to it): :meth:`at_sparsity` then runs the method again."""
+        return self.explainer.scorer(self.method).path_dependent
+
+    def at_sparsity(self, sparsity: float, progress: Any = None) -> Explanation:
+        """The explanation at another sparsity, equal to ``explain(..., sparsity=sparsity)``
+        with this one's inputs, targets, method, scope and options.
+
+        For most methods that is a new selection from the cached scores and one masked
+        pass (the result shares :attr:`scoring`). A path-dependent method
+        (:attr:`path_dependent`: greedy) found its removal order only up to this
+        sparsity, so at another one it is run again in full (``progress`` as in
+        ``explain``; ignored otherwise).
+        """
+        return self.explainer._at_sparsity(self, check_sparsity(sparsity), progress)
 
     def prepare_sparsity_changes(self) -> None:
         """Sort the cached scores now (once per explanation), so that every later
         :meth:`at_sparsity` selects with a single comparison pass. ``at_sparsity`` does
         this itself on first use; interactive front ends call it while idle."""
-        if self.granularity != "neuron" or not self._ranking.usable:
-            return
+        if self.granularity != "neuron" or not self._ranking.usable or self.path_dependent:
+            return  # (a path-dependent method runs again at another sparsity)
         if self.scope == "global":
             self._ranking.keys()
         else:
