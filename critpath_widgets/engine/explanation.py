@@ -2,7 +2,8 @@
 
 :class:`Explanation` keeps the scoring it came from (scores, contributions, their sorted
 :class:`~.pathway.Ranking`), so that :meth:`Explanation.at_sparsity` costs one masked
-pass and no new scoring; :class:`Pathway` is the kept selection, and
+pass and no new scoring (a path-dependent method, greedy, runs again instead);
+:class:`Pathway` is the kept selection, and
 :class:`~.summary.LayerSummary` the per-site figures of the layer panel.
 """
 
