@@ -80,6 +80,25 @@ def test_progress_callback_cancels_and_supersedes():
         w.close()
 
 
+def test_path_dependent_progress_is_superseded_by_another_sparsity():
+    """Greedy's scores hold for one sparsity: a pending request for another one stops
+    the computation, one for the same sparsity does not."""
+    w = RequestWorker(lambda req: None)
+    try:
+        req = _submit(w, 0.5, method="greedy")
+        w.wait(TIMEOUT)
+        progress = w.progress_callback(req, lambda d, t: None, sparsity_matters=True)
+        with w.lock:
+            _submit(w, 0.5, method="greedy")
+            progress(1, 4)
+            _submit(w, 0.9, method="greedy")
+            with pytest.raises(Superseded):
+                progress(2, 4)
+        w.wait(TIMEOUT)
+    finally:
+        w.close()
+
+
 def test_cancel_stops_the_running_request_only():
     rec = _Recorder(block_first=True)
     w = RequestWorker(rec)

@@ -4,16 +4,18 @@ Nothing here imports a widget library, so scripts can use it on their own.
 """
 
 from .explainer import PathwayExplainer
-from .explanation import REDUCTIONS, Explanation, Pathway, SiteSummary, reduce_channels
+from .explanation import REDUCTIONS, Explanation, Pathway, reduce_channels
 from .pathway import GRANULARITIES, SCOPES, topk_mask
 from .scorers import METHODS
 from .site_spec import DEFAULT_SITE_FUNCTIONS, DEFAULT_SITE_TYPES
+from .summary import LayerSummary, SiteSummary
 
 __all__ = [
     "PathwayExplainer",
     "Explanation",
     "Pathway",
     "SiteSummary",
+    "LayerSummary",
     "METHODS",
     "SCOPES",
     "GRANULARITIES",

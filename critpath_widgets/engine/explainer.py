@@ -7,9 +7,10 @@ scorer from :mod:`.scorers`), select (:mod:`.pathway`) and one masked pass
 (:mod:`.passes`, :mod:`.masking`). What runs is the model itself or, by default, a twin
 that shares all its modules but has eval-mode BatchNorms folded into the convolutions
 before them (:mod:`.fold`; the same function, one memory pass fewer per BatchNorm each
-way). Every public call leaves the model exactly as it found it: hooks removed,
-train/eval flags restored, parameters and buffers untouched (gradients are taken with
-``torch.autograd.grad``, which never writes ``.grad``).
+way); with ``dtype=torch.float64``, the model on float64 copies of its tensors
+(:mod:`.precision`). Every public call leaves the model exactly as it found it: hooks
+removed, train/eval flags restored, parameters and buffers untouched (gradients are
+taken with ``torch.autograd.grad``, which never writes ``.grad``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .layout import SiteLayout
 from .passes import PassState
 from .pathway import Ranking, Selection, check_finite_scores, check_scope, check_sparsity
 from .pathway.policy import pass_weights
+from .precision import Float64Net, check_dtype
 from .scorers import METHOD_OPTIONS, METHODS, SCORERS, Job, Scorer
 from .site_spec import SiteSpec, resolve_sites
 from .sites import eval_mode, first_in_channels, unwrap_model
@@ -59,6 +61,9 @@ class Scoring(NamedTuple):
     contrib: torch.Tensor
     #: the method's scores, sorted on demand
     ranking: Ranking
+    #: the method's options (granularity included, progress not): what a path-dependent
+    #: method runs again with at another sparsity
+    options: dict[str, Any]
 
 
 class PathwayExplainer:
@@ -74,13 +79,21 @@ class PathwayExplainer:
     convolution that feeds it (faster, equal up to float rounding, compared with the
     model's live tensors on every call and refolded where they changed; a fallback to the
     model itself warns once and shows in :attr:`folding_off_reason`): pass False to run
-    the model itself.
+    the model itself. ``dtype=torch.float64`` computes everything in float64 (inputs
+    converted, results float64) through float64 copies of the model's parameters and
+    buffers made on every call (:mod:`.precision`; the model itself is not converted,
+    folding is off): a float32 ReLU gate within rounding of 0 can otherwise flip and
+    move the map.
     """
 
     methods: tuple[str, ...] = METHODS
 
     def __init__(
-        self, model: nn.Module, sites: SiteSpec = None, fold_batchnorm: bool = True
+        self,
+        model: nn.Module,
+        sites: SiteSpec = None,
+        fold_batchnorm: bool = True,
+        dtype: torch.dtype | None = None,
     ) -> None:
         # a torch.compile or (Distributed)DataParallel wrapper is explained through the
         # module it wraps (same function; the wrapper is never touched)
@@ -95,10 +108,16 @@ class PathwayExplainer:
         self._noticed: set[str] = set()  # notices already warned about
         self._in_channels = first_in_channels(model)
         self._scorers: dict[str, Scorer] = {name: cls() for name, cls in SCORERS.items()}
+        # float64 on request: the model on float64 copies of its tensors, never folded
+        self._dtype = check_dtype(dtype)
+        self._float64 = Float64Net(model) if self._dtype is not None else None
+        if self._float64 is not None:
+            self._folding = None
 
     @property
     def network(self) -> nn.Module:
-        """The module that ran in the last call: the BatchNorm-folded twin or the model."""
+        """The module that ran in the last call: the BatchNorm-folded twin, the model,
+        or with ``dtype=torch.float64`` the wrapper that runs it in float64."""
         return self._state.net
 
     @property
@@ -140,7 +159,7 @@ class PathwayExplainer:
         s = check_sparsity(sparsity)
         scope, granularity = check_scope(scope, opts["granularity"])
         selection = Selection(s, scope, granularity)
-        x = check_input(x, self.model, self._in_channels)
+        x = check_input(x, self.model, self._in_channels, self._dtype)
         progress = progress_fn(opts["progress"], method)
         try:
             with self._session(x) as st:
@@ -154,7 +173,7 @@ class PathwayExplainer:
         self, x: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None = None
     ) -> torch.Tensor:
         """The plain gradient of the target logit with respect to the input (N, C, H, W)."""
-        x = check_input(x, self.model, self._in_channels)
+        x = check_input(x, self.model, self._in_channels, self._dtype)
         with passes.grad_enabled(), self._running(x):
             xg = x.detach().requires_grad_(True)
             logits = passes.forward(self._state, xg)
@@ -164,7 +183,7 @@ class PathwayExplainer:
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the model in eval mode, without gradients (model left as it was)."""
-        x = check_input(x, self.model, self._in_channels)
+        x = check_input(x, self.model, self._in_channels, self._dtype)
         with self._running(x), torch.no_grad():
             return passes.forward(self._state, x)
 
@@ -186,8 +205,11 @@ class PathwayExplainer:
     def _running(self, x: torch.Tensor) -> Iterator[None]:
         """Eval mode, and the net that runs for ``x``: the folded twin when valid, else
         the model. What was verified on one of them is verified again on a change."""
-        with eval_mode(self.model):
-            net = self._folding.net(x) if self._folding is not None else self.model
+        with eval_mode(self.model), contextlib.ExitStack() as stack:
+            if self._float64 is not None:  # copies of the live tensors, for this call only
+                net = stack.enter_context(self._float64.copies())
+            else:
+                net = self._folding.net(x) if self._folding is not None else self.model
             if net is not self._state.net:
                 self._state.net = net
                 self._state.premask = None
@@ -214,6 +236,7 @@ class PathwayExplainer:
         flat = scorer.score(Job(st, x, first, selection, opts, progress))
         if flat is not first.contrib:  # the score pass checks its own
             check_finite_scores(flat)
+        kept_opts = {k: v for k, v in opts.items() if k != "progress"}
         return Scoring(
             method,
             x,
@@ -224,6 +247,7 @@ class PathwayExplainer:
             first.layout,
             first.contrib,
             Ranking(flat),
+            kept_opts,
         )
 
     def _notice_nonlinear(self, kinds: list[tuple[str, bool]]) -> None:
@@ -268,10 +292,17 @@ class PathwayExplainer:
             _ranking=ranking,
             _kinds=scoring.kinds,
             notices=notices,
+            _options=scoring.options,
         )
 
-    def _at_sparsity(self, e: Explanation, sparsity: float) -> Explanation:
-        """A new selection from ``e``'s cached scores and one masked pass."""
+    def _at_sparsity(self, e: Explanation, sparsity: float, progress: Any = None) -> Explanation:
+        """A new selection from ``e``'s cached scores and one masked pass; for a
+        path-dependent method at another sparsity, the method run again instead."""
+        if sparsity != e.sparsity and self.scorer(e.method).path_dependent:
+            # its scores hold only the removal order up to e.sparsity: run it again on the
+            # same inputs, targets and options, which is what explain gives at sparsity
+            opts = {**e._options, "progress": progress}
+            return self.explain(e.inputs, e.target, e.method, sparsity, e.scope, **opts)
         with self._session(e.inputs) as st:
             st.hooks.names.extend(e.site_names)
             scoring = Scoring(
@@ -284,6 +315,7 @@ class PathwayExplainer:
                 e._layout,
                 e._flat_contrib,
                 e._ranking,
+                e._options,
             )
             selection = Selection(sparsity, e.scope, e.granularity)
             return self._pathway_pass(st, scoring, selection, sorted_selection=True)

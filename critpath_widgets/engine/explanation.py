@@ -2,21 +2,23 @@
 
 :class:`Explanation` keeps the scoring it came from (scores, contributions, their sorted
 :class:`~.pathway.Ranking`), so that :meth:`Explanation.at_sparsity` costs one masked
-pass and no new scoring; :class:`Pathway` is the kept selection, :class:`SiteSummary`
-one site's figures for the layer panel.
+pass and no new scoring (a path-dependent method, greedy, runs again instead);
+:class:`Pathway` is the kept selection, and
+:class:`~.summary.LayerSummary` the per-site figures of the layer panel.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import InputError, OptionError
-from .layout import SiteGrid, SiteLayout
+from .layout import SiteLayout
 from .pathway import Ranking, check_sparsity, count_ones
+from .summary import LayerSummary, SiteSummary
 
 if TYPE_CHECKING:
     from .explainer import PathwayExplainer
@@ -116,33 +118,6 @@ class Pathway:
 
 
 @dataclass
-class SiteSummary:
-    """Per-site figures for one sample: what the layer panel plots."""
-
-    index: int
-    name: str
-    shape: tuple[int, ...]
-    neurons: int
-    kept: int
-    total: float
-    kept_total: float
-    channel_total: torch.Tensor = field(repr=False)
-    _channel_kept: Callable[[], torch.Tensor] | torch.Tensor = field(repr=False)
-    #: how the site maps onto the input (kind "none" and a reason where it has no map)
-    grid: SiteGrid | None = field(default=None, repr=False)
-    #: contribution of the class token of a token site (left out of its map), else None
-    class_token_total: float | None = None
-
-    @property
-    def channel_kept(self) -> torch.Tensor:
-        """Contribution kept by the pathway in each channel (computed on first use: a
-        panel shows the channels of one site at a time)."""
-        if callable(self._channel_kept):
-            self._channel_kept = self._channel_kept()
-        return self._channel_kept
-
-
-@dataclass
 class Explanation:
     """Result of :meth:`PathwayExplainer.explain`: pathway, scores and pathway gradient."""
 
@@ -163,6 +138,8 @@ class Explanation:
     _kinds: list[tuple[str, bool]] = field(default_factory=list, repr=False)
     #: what a reader of the map must know (a blank map and why), in sentences
     notices: tuple[str, ...] = ()
+    #: the method's options (granularity included, progress not), for a rerun
+    _options: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
         """What was explained and how, in one line (no tensor dumps)."""
@@ -234,26 +211,41 @@ class Explanation:
         the sum of magnitudes, or gradient x input summed over channels."""
         return reduce_channels(self.saliency, reduce, self.inputs)
 
-    def at_sparsity(self, sparsity: float) -> Explanation:
-        """The explanation at another sparsity from the cached scores (one masked pass)."""
-        return self.explainer._at_sparsity(self, check_sparsity(sparsity))
+    @property
+    def path_dependent(self) -> bool:
+        """Whether the method's scores depend on the sparsity asked for (greedy removes
+        neurons step by step up to it): :meth:`at_sparsity` then runs the method again."""
+        return self.explainer.scorer(self.method).path_dependent
+
+    def at_sparsity(self, sparsity: float, progress: Any = None) -> Explanation:
+        """The explanation at another sparsity, equal to ``explain(..., sparsity=sparsity)``
+        with this one's inputs, targets, method, scope and options.
+
+        For most methods that is a new selection from the cached scores and one masked
+        pass (the result shares :attr:`scoring`). A path-dependent method
+        (:attr:`path_dependent`: greedy) found its removal order only up to this
+        sparsity, so at another one it is run again in full (``progress`` as in
+        ``explain``; ignored otherwise).
+        """
+        return self.explainer._at_sparsity(self, check_sparsity(sparsity), progress)
 
     def prepare_sparsity_changes(self) -> None:
         """Sort the cached scores now (once per explanation), so that every later
         :meth:`at_sparsity` selects with a single comparison pass. ``at_sparsity`` does
         this itself on first use; interactive front ends call it while idle."""
-        if self.granularity != "neuron" or not self._ranking.usable:
-            return
+        if self.granularity != "neuron" or not self._ranking.usable or self.path_dependent:
+            return  # (a path-dependent method runs again at another sparsity)
         if self.scope == "global":
             self._ranking.keys()
         else:
             for o, size in zip(self._layout.offsets, self._layout.sizes, strict=True):
                 self._ranking.keys(o, o + size)
 
-    def layer_summary(self, sample: int = 0) -> list[SiteSummary]:
+    def layer_summary(self, sample: int = 0) -> LayerSummary:
         """Per site: neurons, kept neurons, total and kept contribution, per-channel sums
         (channels being the feature axis: dim 1, or the last dim of token and
-        channels-last sites), its spatial grid and its class token's contribution.
+        channels-last sites), its spatial grid and its class token's contribution: a list,
+        shown as a table in a notebook (``.to_frame()`` gives a DataFrame).
 
         The per-channel totals do not depend on the sparsity and are computed once per
         scoring (shared with :meth:`at_sparsity` results); only the kept part is new.
@@ -287,7 +279,7 @@ class Explanation:
         def channel_kept(i: int) -> Callable[[], torch.Tensor]:
             return lambda: layout.by_channel(spans[i] * wspans[i], i).sum(dim=-1).cpu()
 
-        return [
+        summaries = (
             SiteSummary(
                 index=i,
                 name=self.site_names[i],
@@ -302,7 +294,8 @@ class Explanation:
                 class_token_total=cls.get(i),
             )
             for i in range(len(layout))
-        ]
+        )
+        return LayerSummary(summaries, sample)
 
     def _image_size(self) -> tuple[int, int] | None:
         """(H, W) of the inputs when they are images (N, C, H, W), else None."""

@@ -22,6 +22,7 @@ from . import masking, memory
 from .axes import feature_axis_last
 from .layout import SiteLayout
 from .pathway import check_finite_scores
+from .precision import Float64Net
 from .site_spec import SiteChoice
 from .sites import SiteHooks
 from .validate import resolve_target
@@ -61,7 +62,10 @@ class PassState:
         functions = self.choice.functions if self.choice is not None else frozenset()
         if self.functional_seen is False:
             functions = frozenset()
-        return SiteHooks(self.modules, functions, self.net)
+        # functional sites are named by module paths in the model (the float64 wrapper
+        # holds it as a child; the folded twin has the model's paths)
+        root = self.net.model if isinstance(self.net, Float64Net) else self.net
+        return SiteHooks(self.modules, functions, root)
 
     @contextlib.contextmanager
     def using(self, hooks: SiteHooks) -> Iterator[PassState]:

@@ -24,9 +24,12 @@ ProgressFn = Callable[[int, int], None]
 COMMON_OPTIONS: dict[str, Any] = {"granularity": "neuron", "progress": None}
 
 
-def check_input(x: Any, model: nn.Module, in_channels: int | None) -> torch.Tensor:
-    """``x`` as a detached (N, C, H, W) batch on the model's device and dtype, after
-    checking it is one (finite, non-empty, with the first convolution's channels)."""
+def check_input(
+    x: Any, model: nn.Module, in_channels: int | None, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """``x`` as a detached (N, C, H, W) batch on the model's device, in ``dtype`` (None:
+    the model's), after checking it is one (finite, non-empty, with the first
+    convolution's channels)."""
     if not isinstance(x, torch.Tensor):
         raise InputTypeError(
             f"x must be a torch.Tensor shaped (N, C, H, W), got {type(x).__name__}"
@@ -46,7 +49,7 @@ def check_input(x: Any, model: nn.Module, in_channels: int | None) -> torch.Tens
         )
     if not bool(torch.isfinite(x).all()):
         raise InputError("x contains NaN or infinite values")
-    return x.detach().to(device=model_device(model), dtype=model_dtype(model))
+    return x.detach().to(device=model_device(model), dtype=dtype or model_dtype(model))
 
 
 def resolve_target(target: Any, logits: torch.Tensor) -> torch.Tensor:

@@ -43,6 +43,9 @@ class Scorer:
     options: ClassVar[dict[str, Any]] = {}
     #: the score pass must keep site outputs and their gradients for :meth:`score`
     keeps_grads: ClassVar[bool] = False
+    #: the scores depend on the sparsity asked for (the order of removal is found step by
+    #: step up to it), so another sparsity needs a new scoring, not a new threshold
+    path_dependent: ClassVar[bool] = False
 
     @classmethod
     def check_options(cls, opts: Mapping[str, Any]) -> None:

@@ -20,6 +20,7 @@ class Greedy(Scorer):
 
     description = "greedy removal by NeuronMCT, step_fraction of the neurons per round"
     options = {"step_fraction": 0.01}
+    path_dependent = True  # the rounds stop at the sparsity asked for
 
     @classmethod
     def check_options(cls, opts: Mapping[str, Any]) -> None:

@@ -92,6 +92,12 @@ class ExplainSession:
         """The selection methods the explainer offers (the engine's without one)."""
         return tuple(getattr(self.explainer, "methods", METHODS))
 
+    def path_dependent(self, method: str) -> bool:
+        """Whether ``method``'s scores depend on the sparsity (greedy): another sparsity
+        then runs it again instead of re-thresholding the cached scores."""
+        scorer = getattr(self.explainer, "scorer", None)
+        return bool(scorer is not None and getattr(scorer(method), "path_dependent", False))
+
     def category(self, index: int) -> str:
         """The class name of ``index`` (``"class i"`` without names)."""
         if self.categories is not None and 0 <= index < len(self.categories):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -393,21 +393,26 @@ class PathwayExplorer(ExplorerView):
         key = (entry.id, target, req.method, req.scope)
         t0 = time.perf_counter()
         cached = session.cached(key)
+        # greedy's scores hold for one sparsity: another one runs it again, with progress
+        path_dependent = session.path_dependent(req.method)
         if cached is None:
-            long = req.method in LONG_METHODS
-            if long:
-                self.show_progress(req.method)
-            progress = self._worker.progress_callback(req, self.report_progress)
-            e = session.score(entry, target, req.method, req.scope, req.sparsity, progress)
-            if long:
-                self.hide_progress()
+            e = self._with_progress(
+                req,
+                lambda p: session.score(entry, target, req.method, req.scope, req.sparsity, p),
+                path_dependent,
+            )
         elif abs(float(cached.sparsity) - req.sparsity) < 1e-9:
             e = cached
             self.stats["reused"] += 1
         else:
             if stale(req):
                 return
-            e = cached.at_sparsity(req.sparsity)
+            if path_dependent:
+                e = self._with_progress(
+                    req, lambda p: cached.at_sparsity(req.sparsity, progress=p), True
+                )
+            else:
+                e = cached.at_sparsity(req.sparsity)
             self.stats["at_sparsity"] += 1
         session.store(key, e)
         if stale(req):
@@ -422,6 +427,19 @@ class PathwayExplorer(ExplorerView):
             # sort the new scores while the user looks, so that slider moves need a
             # single comparison pass to select (Explanation.at_sparsity)
             e.prepare_sparsity_changes()
+
+    def _with_progress(self, req: Request, run: Callable[[Any], Any], path_dependent: bool) -> Any:
+        """``run(progress)``, with the progress bar and Cancel shown for a long method
+        (and for every rerun of a path-dependent one); the progress callback stops it on
+        Cancel or a newer request that needs other scores."""
+        long = req.method in LONG_METHODS or path_dependent
+        if long:
+            self.show_progress(req.method)
+        progress = self._worker.progress_callback(req, self.report_progress, path_dependent)
+        e = run(progress)
+        if long:
+            self.hide_progress()
+        return e
 
     def _load(self, entry: ImageEntry) -> None:
         """Prepare a picture and point the target at its prediction; if it fails, the

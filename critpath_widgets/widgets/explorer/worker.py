@@ -13,7 +13,8 @@ Invariants the explorer relies on:
   latest generation has been handled;
 * the progress callback of a request raises :class:`Cancelled` after :meth:`cancel`
   (or close), and :class:`Superseded` when the pending request needs other scores
-  (another image, target, method or scope; a new sparsity alone reuses the scores);
+  (another image, target, method or scope; a new sparsity alone reuses the scores,
+  except for a path-dependent method such as greedy, whose scores depend on it);
 * the thread exits after :data:`WORKER_IDLE_EXIT_S` idle seconds (so an unused
   explorer can be collected) and a new one starts with the next request.
 
@@ -151,16 +152,25 @@ class RequestWorker:
             self._pending = None
             self._cond.notify_all()
 
-    def progress_callback(self, req: Request, report: ProgressFn) -> ProgressFn:
+    def progress_callback(
+        self, req: Request, report: ProgressFn, sparsity_matters: bool = False
+    ) -> ProgressFn:
         """A ``progress(done, total)`` for ``req`` that calls ``report`` and raises
-        :class:`Cancelled` / :class:`Superseded` when the computation must stop."""
+        :class:`Cancelled` / :class:`Superseded` when the computation must stop.
+
+        ``sparsity_matters``: the scores being computed hold only for ``req``'s sparsity
+        (a path-dependent method), so a pending request for another one supersedes too.
+        """
 
         def progress(done: int, total: int) -> None:
             if req.gen <= self._cancel_gen or self._closed:
                 raise Cancelled("cancelled by the user")
             with self._cond:
                 pending = self._pending
-            if pending is not None and pending.scoring() != req.scoring():
+            if pending is not None and (
+                pending.scoring() != req.scoring()
+                or (sparsity_matters and pending.sparsity != req.sparsity)
+            ):
                 raise Superseded("superseded by a newer request")
             report(done, total)
 
