@@ -13,7 +13,22 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-ACTS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardtanh, nn.PReLU)
+#: the activation module types the engine records by default (listed here, not imported)
+ACTS = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.Hardtanh,
+    nn.PReLU,
+    nn.RReLU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Hardswish,
+    nn.Mish,
+    nn.ELU,
+    nn.CELU,
+    nn.SELU,
+)
 
 
 class _Wrapped(nn.Module):

@@ -428,7 +428,7 @@ def test_tensor_image_without_preprocess(model):
 
 def test_model_without_sites_shows_error():
     model = nn.Sequential(
-        nn.Conv2d(3, 4, 3), nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+        nn.Conv2d(3, 4, 3), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
     ).eval()
     snap = {k: v.clone() for k, v in model.state_dict().items()}
     w = PathwayExplorer(model, image=torch.randn(1, 3, 32, 32))
