@@ -553,3 +553,20 @@ def test_greedy_reports_progress_and_completes(explorer):
     assert (e.method, float(e.sparsity)) == ("greedy", pytest.approx(0.3))
     assert seen, "the progress bar never moved"
     assert w.progress_box.layout.display == "none" and w.cancel_button.disabled
+
+
+def test_blank_map_and_smooth_sites_are_explained_in_the_message():
+    """A zero classifier head (torchvision's ViT default) gives a blank map: the message
+    says why, and names the sites that are not piecewise linear."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+    ).eval()
+    nn.init.zeros_(model[4].weight)
+    w = PathwayExplorer(model, image=torch.randn(1, 3, 32, 32))
+    try:
+        w.wait(TIMEOUT)
+        assert w.explanation is not None and not w.explanation.saliency.any()
+        assert "does not depend on the input" in w.message_text
+        assert "GELU are not piecewise linear" in w.message_text
+    finally:
+        w.close()

@@ -195,6 +195,11 @@ class Explanation:
         return [k for k, _ in self._kinds]
 
     @property
+    def nonlinear_kinds(self) -> list[str]:
+        """The kinds of sites that are not piecewise linear (empty when all are)."""
+        return sorted({k for k, linear in self._kinds if not linear})
+
+    @property
     def piecewise_linear(self) -> bool:
         """Whether every site is piecewise linear: then the pathway gradient is the exact
         gradient of the local linear model the paper describes; else (GELU, SiLU, ...) it

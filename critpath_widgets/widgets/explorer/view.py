@@ -290,3 +290,16 @@ class ExplorerView(widgets.VBox):
 
 
 __all__ = ["ExplorerView", "SPARSITY_MAX", "esc", "message_html", "summary_html"]
+
+
+def notices_html(e: Any) -> str:
+    """What a reader of the map must know, as lines to append to the summary: why a map
+    is blank, and which sites are not piecewise linear."""
+    notes = list(e.notices)
+    if e.nonlinear_kinds:
+        notes.append(
+            f"Sites of kinds {', '.join(e.nonlinear_kinds)} are not piecewise linear: the "
+            "map is the gradient through the kept neurons, not the exact local linear model "
+            "of the paper."
+        )
+    return "".join(f"<br>{esc(n)}" for n in notes)

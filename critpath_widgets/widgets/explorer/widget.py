@@ -26,7 +26,7 @@ from ...errors import Cancelled, CritpathError, InputError
 from ...methods import LONG_METHODS, method_label
 from .caches import ImageEntry
 from .session import ExplainSession
-from .view import SPARSITY_MAX, ExplorerView, esc, summary_html
+from .view import SPARSITY_MAX, ExplorerView, esc, notices_html, summary_html
 from .worker import Request, RequestWorker, Superseded
 
 log = logging.getLogger(__name__)
@@ -494,7 +494,7 @@ class PathwayExplorer(ExplorerView):
         self.stats["shown"] += 1
         p = float(entry.probs[target]) if entry.probs is not None else float("nan")
         text = summary_html(e, target, self.category(target), p, self.layers.summary, seconds)
-        self.show_message(text, "info")
+        self.show_message(text + notices_html(e), "warning" if e.notices else "info")
 
     def _on_cancelled(self, req: Request) -> None:
         """Say the request was cancelled and put the controls back to what is on show."""
