@@ -20,6 +20,7 @@ from critpath_widgets import (
     ModelError,
     OptionError,
     PathwayExplainer,
+    SiteWarning,
 )
 from critpath_widgets.engine import DEFAULT_SITE_TYPES, masking, passes
 from critpath_widgets.engine.pathway.policy import keep_count
@@ -1410,3 +1411,29 @@ def test_channel_granularity_reports_the_share_of_neurons_it_removes():
     assert torch.allclose(
         n.pathway.neuron_sparsity, torch.full((2,), 0.7, dtype=torch.float64), atol=1e-6
     )
+
+
+def test_large_smooth_site_output_written_in_place_afterwards():
+    """A SiLU site output large enough for the recycled buffers, then ``+=`` in place by
+    the model (EfficientNet-V2's FusedMBConv): the masked pass stays exact."""
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(16, 16, 3, padding=1)
+            self.act = nn.SiLU(inplace=True)
+            self.fc = nn.Linear(16, 3)
+
+        def forward(self, x):
+            r = self.act(self.conv(x))
+            r += x
+            return self.fc(r.mean(dim=(2, 3)))
+
+    torch.manual_seed(0)
+    model = Block().double().eval()
+    x = torch.randn(1, 16, 96, 96, dtype=torch.float64)
+    assert x.numel() * 8 >= masking.memory.RECYCLE_BYTES
+    with pytest.warns(SiteWarning):
+        e = PathwayExplainer(model).explain(x, sparsity=0.5)
+    g = ref.masked_gradient(model, x, e.target, e.pathway.masks)
+    torch.testing.assert_close(e.saliency, g, rtol=1e-10, atol=1e-12)

@@ -62,7 +62,12 @@ def empty(
     # the mapping returns to the free list only after the token, and so every tensor
     # made from it, is gone
     weakref.finalize(token, _give_back, buf).atexit = False
-    return torch.frombuffer(token, dtype=dtype, count=numel).view(shape)
+    flat = torch.frombuffer(token, dtype=dtype, count=numel)
+    # a tensor of its own over the mapping's storage, not a view of ``flat``: a custom
+    # autograd Function may return it, and the model may then write into it in place
+    # (``result += input`` on a site output), which autograd forbids on a view. The
+    # storage keeps the token alive, as ``flat`` did.
+    return torch.empty(0, dtype=dtype).set_(flat.untyped_storage(), 0, tuple(shape))
 
 
 def empty_like(t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
