@@ -246,7 +246,11 @@ def _smoothgrad(net: nn.Module, x: torch.Tensor, t: torch.Tensor, o: dict) -> to
     from captum.attr import NoiseTunnel, Saliency
 
     # one noise level for the whole batch: 15% of the input's value range by default
-    stdevs = o["stdevs"] if o["stdevs"] is not None else 0.15 * float(x.max() - x.min())
+    stdevs = (
+        o["stdevs"]
+        if o["stdevs"] is not None
+        else 0.15 * float(x.detach().max() - x.detach().min())
+    )
     return NoiseTunnel(Saliency(net)).attribute(
         x,
         nt_type="smoothgrad",
