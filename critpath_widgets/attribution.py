@@ -151,6 +151,12 @@ def _baseline(
 ) -> torch.Tensor:
     """Run one Captum baseline, the model in eval mode and its state restored."""
     opts = _check_options(method, options)
+    try:
+        import captum.attr  # noqa: F401
+    except ImportError as e:
+        raise ImportError(
+            f"{method!r} runs Captum's implementation: pip install 'critpath-widgets[eval]'"
+        ) from e
     x = check_input(x, model, first_in_channels(model))
     net = unwrap_model(model)
     copied = method in ("guided_backprop", "deeplift")
