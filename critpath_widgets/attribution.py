@@ -181,8 +181,12 @@ def _baseline(
         except CritpathError:
             raise
         except (AssertionError, RuntimeError) as e:
+            # Captum checks by assert; the copy-based methods also fail as RuntimeError in
+            # the hooks they set. Any other method's RuntimeError is the model's own.
+            if isinstance(e, RuntimeError) and method not in _LIMITS:
+                raise
             raise ModelError(
-                f"Captum's {method} cannot handle this model: {e}. " + _LIMITS.get(method, "")
+                f"Captum's {method} failed on this model: {e}. " + _LIMITS.get(method, "")
             ) from e
     return a.detach()
 
