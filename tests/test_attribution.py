@@ -297,3 +297,18 @@ def test_quantus_explain_func():
         assert len(scores) == 3 and np.isfinite(scores).all()
     with pytest.raises(OptionError, match="needs a method"):
         cw.quantus_explain(m, x, y)
+
+
+def test_attribution_imports_no_widget_library():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch, critpath_widgets as c; from torch import nn; "
+        "m = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3)); "
+        "c.attribute(m, torch.randn(1, 3, 4, 4), 'gradient'); "
+        "c.attribute(m, torch.randn(1, 3, 4, 4), 'pathway_mct'); "
+        "bad = [n for n in sys.modules if n.split('.')[0] in ('ipywidgets', 'anywidget', "
+        "'bqplot', 'quantus')]; assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
