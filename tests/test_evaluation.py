@@ -235,12 +235,12 @@ def test_deletion_by_the_pathway_gradient_beats_chance(coffee):
     model, x = coffee
     before = model_state(model)
     e = PathwayExplainer(model).explain(x)
-    d = ev.deletion(model, x, e.saliency, steps=10)
-    rnd = ev.random_baseline(model, x, "deletion", steps=10)
+    d = ev.deletion(model, x, e.saliency, steps=8)
+    rnd = ev.random_baseline(model, x, "deletion", steps=8)
     # the most relevant pixels first: the probability falls much faster than at random
     assert d.mean_auc < rnd.mean_auc - 0.1
-    ins = ev.insertion(model, x, e.saliency, steps=10)
-    chance = ev.random_baseline(model, x, "insertion", steps=10)
+    ins = ev.insertion(model, x, e.saliency, steps=8)
+    chance = ev.random_baseline(model, x, "insertion", steps=8)
     assert ins.mean_auc > chance.mean_auc
     assert d.target.tolist() == e.target.tolist()
     assert_same_state(before, model_state(model))
@@ -254,7 +254,7 @@ def test_sanity_check_gradients_decorrelate_on_the_default_model(coffee):
     if extra:
         methods.append("guided_backprop")
     r = ev.sanity_check(model, x, methods, metrics=("spearman_abs",), layers=6)
-    assert r.steps[1] == "classifier.1" or len(r.steps) == 7
+    assert r.steps[:3] == ["(none)", "_fc", "_bn1"]  # from the logits down
     for m in ("gradient", "pathway_mct"):
         s = r.similarity[m]["spearman_abs"]
         assert s[-1] < s[0] - 0.3, (m, s)

@@ -16,22 +16,31 @@ from ..errors import InputError, InputTypeError, OptionError
 MapFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The plain input gradient of the target logit (the engine's, model left as it was)."""
+Explainers = dict[int, tuple[nn.Module, Any]]
+
+
+def _fallback(method: str, explainers: Explainers) -> MapFn:
+    """The engine's map function of ``method`` ("gradient": the plain input gradient;
+    "pathway_mct": the NeuronMCT pathway gradient at the engine's default sparsity), using
+    one explainer per model from ``explainers`` (a new one folds the BatchNorms and checks
+    the fold with extra passes; a kept one refolds only the pairs whose tensors changed,
+    so a cascade refolds one pair a step)."""
     from ..engine import PathwayExplainer
 
-    return PathwayExplainer(model).gradient(x, target)
+    def fn(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        held = explainers.get(id(model))
+        # an entry holds its model, so no other object can take its id meanwhile
+        if held is None or held[0] is not model:
+            held = explainers[id(model)] = (model, PathwayExplainer(model))
+        ex = held[1]
+        return ex.gradient(x, target) if method == "gradient" else ex.explain(x, target).saliency
 
-
-def _pathway_mct(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The pathway gradient of the NeuronMCT pathway at the engine's default sparsity."""
-    from ..engine import PathwayExplainer
-
-    return PathwayExplainer(model).explain(x, target).saliency
+    fn.__name__ = method
+    return fn
 
 
 #: what a method name means when ``critpath_widgets.attribute`` is not there
-FALLBACK_METHODS: dict[str, MapFn] = {"gradient": _gradient, "pathway_mct": _pathway_mct}
+FALLBACK_METHODS: tuple[str, ...] = ("gradient", "pathway_mct")
 
 
 def _attribute() -> Callable[..., Any] | None:
@@ -50,8 +59,10 @@ def as_map(out: Any) -> torch.Tensor:
     return out.detach()
 
 
-def resolve_method(method: str | MapFn) -> tuple[str, MapFn]:
-    """(name, map function) of a method given by name or as ``f(model, x, target)``."""
+def resolve_method(method: str | MapFn, explainers: Explainers | None = None) -> tuple[str, MapFn]:
+    """(name, map function) of a method given by name or as ``f(model, x, target)``;
+    engine methods keep their explainers in ``explainers`` (shared by one call's methods,
+    dropped with it)."""
     if callable(method):
         return getattr(method, "__name__", type(method).__name__), method
     if not isinstance(method, str):
@@ -70,20 +81,21 @@ def resolve_method(method: str | MapFn) -> tuple[str, MapFn]:
             f"unknown method {method!r}; without critpath_widgets.attribute the methods are "
             f"{', '.join(FALLBACK_METHODS)} (or pass a callable f(model, x, target))"
         )
-    return method, FALLBACK_METHODS[method]
+    return method, _fallback(method, {} if explainers is None else explainers)
 
 
 def resolve_methods(methods: Any) -> dict[str, MapFn]:
     """Methods given as one name or callable, a sequence of them, or a name -> method
-    mapping, as name -> map function (names unique)."""
+    mapping, as name -> map function (names unique; engine methods share explainers)."""
+    explainers: Explainers = {}
     if isinstance(methods, Mapping):
-        items = [(str(k), resolve_method(v)[1]) for k, v in methods.items()]
+        items = [(str(k), resolve_method(v, explainers)[1]) for k, v in methods.items()]
     else:
         if isinstance(methods, str) or callable(methods):
             methods = [methods]
         if not isinstance(methods, Sequence) or not methods:
             raise InputError("methods must be a method, or a non-empty list or dict of them")
-        items = [resolve_method(m) for m in methods]
+        items = [resolve_method(m, explainers) for m in methods]
     out = dict(items)
     if len(out) != len(items):
         raise InputError(f"method names must be unique, got {[k for k, _ in items]}")
