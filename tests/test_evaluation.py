@@ -282,3 +282,23 @@ def test_neuron_mct_pathway_retains_more_than_a_random_one(coffee):
     assert 0 <= d.overall <= 1 and len(d.per_site) == len(direct.site_names)
     assert_same_state(before, model_state(model))
     json.dumps(mct.to_dict())
+
+
+def test_results_plot_and_leave_a_training_model_in_training(linear):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    model = SmallNet().train()
+    x = torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(3))
+    before = model_state(model)
+    d = ev.deletion(model, x, "gradient", steps=4)
+    chance = ev.random_baseline(model, x, steps=4)
+    assert d.plot(chance=chance).get_ylabel() == "target probability"
+    s = ev.sanity_check(model, x, "gradient", metrics=("ssim", "hog"))
+    assert len(s.plot().axes) == 2
+    ex = PathwayExplainer(model)
+    e = ex.explain(x, sparsity=0.5)
+    for r in (ev.dead_share(e), ev.jaccard(e, e), ev.retained(ex, x, sparsities=[0.5, 0.9])):
+        assert r.plot() is not None
+        json.dumps(r.to_dict())
+    assert_same_state(before, model_state(model))
