@@ -50,7 +50,9 @@ class CurveResult(Result):
     def __post_init__(self) -> None:
         self.mean_auc = float(np.mean(self.auc))
 
-    def plot(self, ax: Any = None, chance: CurveResult | None = None, label: str | None = None):
+    def plot(
+        self, ax: Any = None, chance: CurveResult | None = None, label: str | None = None
+    ) -> Any:
         """The mean curve (each image's faintly), with ``chance`` (a random-order curve)
         dashed; returns the axes."""
         _, ax = axes(ax)

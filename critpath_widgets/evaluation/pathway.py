@@ -61,7 +61,7 @@ class DeadShare(Result):
     network_overall: float
     network_per_site: np.ndarray
 
-    def plot(self, ax: Any = None):
+    def plot(self, ax: Any = None) -> Any:
         """Dead share per site, pathway against the whole network; returns the axes."""
         _, ax = axes(ax)
         i = np.arange(len(self.site_names))
@@ -118,7 +118,7 @@ class Jaccard(Result):
     intersection: np.ndarray
     union: np.ndarray
 
-    def plot(self, ax: Any = None):
+    def plot(self, ax: Any = None) -> Any:
         """Jaccard index per site with the overall one as a line; returns the axes."""
         _, ax = axes(ax)
         i = np.arange(len(self.site_names))
@@ -173,7 +173,7 @@ class Retained(Result):
     #: whether the pathway's top class is the full network's top class, (N, S)
     argmax_kept: np.ndarray
 
-    def plot(self, ax: Any = None):
+    def plot(self, ax: Any = None) -> Any:
         """Mean target probability of the pathway per sparsity, the full network's as a
         line; returns the axes."""
         _, ax = axes(ax)

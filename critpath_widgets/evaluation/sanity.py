@@ -47,7 +47,7 @@ class SanityResult(Result):
     #: method -> (steps, N, H, W) 2-D maps, with ``keep_maps=True``
     maps: dict[str, np.ndarray] | None = None
 
-    def plot(self, ax: Any = None, metric: str | None = None):
+    def plot(self, ax: Any = None, metric: str | None = None) -> Any:
         """One panel per metric (lines: methods) or, given ``ax``, ``metric`` (default the
         first) on it; returns the figure or the axes."""
         if ax is not None:
