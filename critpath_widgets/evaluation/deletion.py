@@ -158,11 +158,10 @@ def curve(
     logits = []
     with eval_mode(model), torch.no_grad():
         for i in range(n):
-            hidden = (ranks[i].view(1, 1, h, w) < counts.view(-1, 1, 1, 1)).to(x.dtype)
-            if kind == "insertion":
-                hidden = 1 - hidden
-            # steps + 1 images: x with its hidden pixels taken from the baseline
-            images = x[i : i + 1] + hidden * (base[i : i + 1] - x[i : i + 1])
+            moved = ranks[i].view(1, 1, h, w) < counts.view(-1, 1, 1, 1)  # (S+1, 1, H, W)
+            hidden = moved if kind == "deletion" else ~moved
+            # steps + 1 images: x with its hidden pixels (all channels) taken from the baseline
+            images = torch.where(hidden, base[i : i + 1], x[i : i + 1])
             out = [_forward(model, chunk) for chunk in images.split(batch_size)]
             logits.append(torch.cat(out))
     all_logits = torch.stack(logits)  # (N, S+1, classes)
