@@ -10,6 +10,7 @@ import contextlib
 import datetime
 import os
 import signal
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -93,12 +94,14 @@ def ranks(device: str = "auto", timeout_min: float = 24 * 60) -> Iterator[Ranks]
     def on_term(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)  # unwinds through the finally below
 
-    old = signal.signal(signal.SIGTERM, on_term)
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, on_term) if main_thread else None  # main thread only
     dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_min))
     try:
         yield Ranks(rank, world, dev, True)
     finally:
-        signal.signal(signal.SIGTERM, old)
+        if main_thread:
+            signal.signal(signal.SIGTERM, old)
         if dist.is_initialized():
             dist.destroy_process_group()
 
