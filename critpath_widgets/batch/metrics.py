@@ -7,6 +7,7 @@ directly: ``gradient`` and the ``pathway_*`` methods, and the metric ``map`` onl
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 from collections.abc import Callable, Sequence
@@ -37,7 +38,9 @@ METRIC_MODULES: dict[str, str | None] = {
 }
 
 
+@functools.cache
 def _module(name: str) -> Any | None:
+    """The module ``name``, or None where it is not installed (looked up once)."""
     try:
         return importlib.import_module(name)
     except ImportError:
