@@ -229,3 +229,10 @@ def test_torchrun_two_processes_equal_one(tmp_path: Path) -> None:
                 assert b[k] == pytest.approx(a[k], abs=1e-6, rel=1e-6), k
             else:
                 assert a[k] == b[k], k
+
+
+def test_resume_refuses_another_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "r.jsonl"
+    out.write_text(json.dumps({"file": "coffee", "method": "gradient", "model": "resnet50"}) + "\n")
+    assert main(["evaluate", "coffee", "--out", str(out)]) == 2
+    assert "holds results of model 'resnet50'" in capsys.readouterr().err

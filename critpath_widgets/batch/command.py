@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,7 +15,7 @@ from . import metrics as M
 from .distributed import ranks
 from .images import find_images, load_image
 from .runner import run_batch
-from .store import read_records
+from .store import read_records, shard_files
 from .summary import summary_table
 
 
@@ -38,10 +39,12 @@ class ModelEvaluator:
         target: int | None = None,
         steps: int = 20,
         device: torch.device | None = None,
+        name: str | None = None,
     ) -> None:
         from ..engine import PathwayExplainer
 
         self.bundle = bundle
+        self.name = name or bundle.name
         self.device = device or torch.device("cpu")
         self.model = bundle.model.to(self.device)
         self.explainer = PathwayExplainer(self.model)
@@ -63,11 +66,30 @@ class ModelEvaluator:
         """Target, label, probability and every metric's fields of one method's map."""
         pair = M.Pair(self.model, self.explainer, p.x, p.target, method, self.steps)
         return {
+            "model": self.name,
             "target": p.target,
             "label": p.label,
             "prob": p.prob,
             **M.compute(pair, self.metrics),
         }
+
+
+def model_label(model: str, weights: str | None) -> str:
+    """The ``model`` field of a record: the name, and the weights file when one is given."""
+    name = model.replace("-", "_")  # efficientnet-lite0 is an alias of efficientnet_lite0
+    return name if weights is None else f"{name}:{Path(weights).name}"
+
+
+def check_resumable(out: str, model: str) -> None:
+    """Refuse to add to a results file (or its shards) written with another model: a
+    resume keys on (file, method) only, and would mix the two models' records."""
+    for p in [Path(out), *shard_files(out).values()]:
+        for r in read_records(p):
+            if "model" in r and r["model"] != model:
+                raise InputError(
+                    f"{p} holds results of model {r['model']!r}, not {model!r}; "
+                    "write to another --out"
+                )
 
 
 def _split(s: str) -> list[str]:
@@ -107,9 +129,11 @@ def evaluate(a: argparse.Namespace) -> int:
         raise InputError(f"--steps must be at least 1, got {a.steps}")
     M.check(methods, metrics)
     files = find_images(a.images)
+    label = model_label(a.model, a.weights)
+    check_resumable(a.out, label)
     with ranks(a.device, a.dist_timeout) as rk:
         evaluator = ModelEvaluator(
-            load_model(a.model, weights=a.weights), metrics, a.target, a.steps, rk.device
+            load_model(a.model, weights=a.weights), metrics, a.target, a.steps, rk.device, label
         )
         res = run_batch(files, methods, evaluator, a.out, rk, not a.no_progress, a.retry_skipped)
         if rk.rank == 0:

@@ -9,7 +9,7 @@ from typing import Any
 from .store import Record
 
 #: fields that name or describe a record rather than measure it
-_NOT_MEASURES = frozenset({"file", "method", "target", "label", "skipped"})
+_NOT_MEASURES = frozenset({"file", "method", "model", "target", "label", "skipped"})
 
 
 def _stats(v: list[float]) -> tuple[float, float, float, float]:
