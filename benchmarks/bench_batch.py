@@ -67,9 +67,16 @@ def main() -> None:
         for name, src in _sample_files().items():
             for c in range(a.copies):
                 shutil.copy(src, folder / f"{name}_{c}{src.suffix}")
-        print(f"{'procs':>5}  {'images':>6}  {'loop img/s':>10}  {'command img/s':>13}")
-        for n in map(int, a.procs.split(",")):
-            out = Path(tmp, f"r{n}.jsonl")
+        cols = ("procs", "threads", "images", "loop img/s", "command img/s")
+        print("  ".join(f"{c:>{len(c)}}" for c in cols))
+        runs = [
+            (n, t) for n in map(int, a.procs.split(",")) for t in ((None, 1) if n == 1 else (1,))
+        ]
+        for n, threads in runs:
+            out = Path(tmp, f"r{n}_{threads}.jsonl")
+            env.pop("OMP_NUM_THREADS", None)
+            if threads is not None:
+                env["OMP_NUM_THREADS"] = str(threads)
             args = [__file__, "--method", a.method, "--metric", a.metric]
             args += ["--worker", str(folder), str(out)]
             if n == 1:
@@ -84,7 +91,8 @@ def main() -> None:
                 sys.exit(f"{n} processes failed:\n{r.stderr[-3000:]}")
             fig = json.loads(r.stdout.strip().splitlines()[-1])
             m = fig["images"]
-            print(f"{n:>5}  {m:>6}  {m / fig['loop_s']:>10.2f}  {m / wall:>13.2f}")
+            t = "default" if threads is None else str(threads)
+            print(f"{n:>5}  {t:>7}  {m:>6}  {m / fig['loop_s']:>10.2f}  {m / wall:>13.2f}")
 
 
 if __name__ == "__main__":
