@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .attribution import ATTRIBUTION_METHODS, attribute, quantus_explain
 from .engine import Explanation, Pathway, PathwayExplainer
 from .errors import (
     Cancelled,
@@ -43,6 +44,9 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "PathwayExplainer",
     "Explanation",
+    "attribute",
+    "quantus_explain",
+    "ATTRIBUTION_METHODS",
     "Pathway",
     "ModelBundle",
     "load_model",
