@@ -236,3 +236,32 @@ def test_resume_refuses_another_model(tmp_path: Path, capsys: pytest.CaptureFixt
     out.write_text(json.dumps({"file": "coffee", "method": "gradient", "model": "resnet50"}) + "\n")
     assert main(["evaluate", "coffee", "--out", str(out)]) == 2
     assert "holds results of model 'resnet50'" in capsys.readouterr().err
+
+
+def test_maps_with_and_without_the_attribution_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Maps come from attribute() where installed, else from the engine directly."""
+    import torch
+    from torch import nn
+
+    from critpath_widgets import PathwayExplainer
+    from critpath_widgets.batch import metrics as M
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5)
+    ).eval()
+    ex, x = PathwayExplainer(model), torch.randn(1, 3, 8, 8)
+    want = {"gradient": ex.gradient(x, 2), "pathway_mct": ex.explain(x, 2).saliency}
+    for api in (M._attribution(), None):
+        monkeypatch.setattr(M, "_attribution", lambda api=api: api)
+        for method, w in want.items():
+            got = M.Pair(model, ex, x, 2, method).saliency()
+            torch.testing.assert_close(got, w, rtol=1e-5, atol=1e-7)
+        assert "gradient" in M.available_methods()
+    from critpath_widgets.engine import METHODS
+
+    if "dgr" not in METHODS:  # refused before any image, not at the first pair
+        with pytest.raises(CritpathError, match="lacks"):
+            M.check(["pathway_dgr"], ["map"])
+    with pytest.raises(CritpathError, match="unknown metric"):
+        M.check(["gradient"], ["nope"])

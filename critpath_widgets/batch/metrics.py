@@ -66,8 +66,13 @@ def available_methods() -> list[str]:
 def check(methods: Sequence[str], metrics: Sequence[str]) -> None:
     """Refuse unknown methods and metrics, and metrics whose module is not installed,
     before any image is touched."""
+    from ..engine import METHODS
+
     known = available_methods()
     for m in methods:
+        engine = _engine_method(m)
+        if engine is not None and engine not in METHODS:
+            raise OptionError(f"method {m!r} needs the engine's {engine!r}, which it lacks")
         if m not in known:
             raise OptionError(
                 f"unknown or unavailable method {m!r}; choose from {', '.join(known)}"
