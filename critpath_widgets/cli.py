@@ -2,6 +2,8 @@
 
 critpath explain coffee --out pathway.png
 critpath explain my_photo.jpg --method neuron_intgrad --sparsity 0.9
+critpath evaluate photos/ --methods gradient,pathway_mct --metrics deletion --out results.jsonl
+critpath summarize results.jsonl
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--target", type=int, default=None, help="class index (default: predicted)")
     e.add_argument("--out", default="pathway.png")
     sub.add_parser("samples", help="list the sample photos")
+    from .batch.command import add_parsers
+
+    add_parsers(sub)
     a = p.parse_args(argv)
     try:
         if a.cmd == "samples":
@@ -87,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
 
             print("\n".join(sample_images()))
             return 0
+        if a.cmd in ("evaluate", "summarize"):
+            from .batch import command
+
+            return command.evaluate(a) if a.cmd == "evaluate" else command.summarize(a)
         return _explain(a)
     except CritpathError as err:
         print(f"critpath: error: {err}", file=sys.stderr)
