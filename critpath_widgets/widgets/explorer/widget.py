@@ -23,7 +23,8 @@ import traitlets
 
 from ...engine import SCOPES, Explanation, PathwayExplainer
 from ...errors import Cancelled, CritpathError, InputError
-from ...methods import LONG_METHODS, method_label
+from ...methods import LONG_METHODS, is_baseline, method_label
+from .baselines import BaselineMixin
 from .caches import ImageEntry
 from .session import ExplainSession
 from .view import SPARSITY_MAX, ExplorerView, esc, notices_html, summary_html
@@ -32,7 +33,7 @@ from .worker import Request, RequestWorker, Superseded
 log = logging.getLogger(__name__)
 
 
-class PathwayExplorer(ExplorerView):
+class PathwayExplorer(BaselineMixin, ExplorerView):
     """Interactive critical-pathway explorer.
 
     Parameters
@@ -106,6 +107,7 @@ class PathwayExplorer(ExplorerView):
         self._images = self._session.images
         self._target_auto = "target" not in trait_values
         self._explanation: Explanation | None = None
+        self._baseline_map: np.ndarray | None = None
         self._shown: dict | None = None
         self._last_error: BaseException | None = None
         self._auto_site = True
@@ -144,6 +146,7 @@ class PathwayExplorer(ExplorerView):
             traitlets.link((self, "sparsity"), (self.sparsity_slider, "value")),
             traitlets.link((self, "scope"), (self.scope_buttons, "value")),
         ]
+        self._sync_method_controls()
         self.cancel_button.on_click(lambda _b: self.cancel())
         self.target_picker.observe(self._on_target_picker, "value")
         self.photo_picker.observe(self._on_photo_picker, "value")
@@ -250,6 +253,8 @@ class PathwayExplorer(ExplorerView):
         from ...report import MapStyle, render_explanation, save_figure
 
         self.wait(timeout)
+        if self._shown is not None and is_baseline(self._shown["method"]):
+            return self._save_baseline(path, dpi)
         e = self._explanation
         if e is None:
             raise InputError("nothing to save yet: no explanation has been computed")
@@ -298,6 +303,8 @@ class PathwayExplorer(ExplorerView):
 
     @traitlets.observe("method", "sparsity", "scope")
     def _on_param(self, change: dict) -> None:
+        if change["name"] == "method":
+            self._sync_method_controls()
         if not self._is_quiet():
             self._submit()
 
@@ -372,7 +379,7 @@ class PathwayExplorer(ExplorerView):
             else:
                 log.exception("PathwayExplorer: computation failed")
                 text = f"<b>Unexpected error</b> ({esc(type(err).__name__)}): {esc(err)}"
-            if self._explanation is not None:
+            if self._shown is not None:
                 text += "<br><i>The previous result is still shown.</i>"
             self.show_message(text, "error")
         finally:
@@ -390,6 +397,9 @@ class PathwayExplorer(ExplorerView):
             if stale(req):
                 return
         target = session.target_for(entry, req.target)
+        if is_baseline(req.method):
+            self._process_baseline(req, entry, target)
+            return
         key = (entry.id, target, req.method, req.scope)
         t0 = time.perf_counter()
         cached = session.cached(key)
@@ -481,6 +491,7 @@ class PathwayExplorer(ExplorerView):
             self.layers.selected_site = int(np.argmax(kept))
         self._auto_site = False
         self._explanation = e
+        self._baseline_map = None
         self._images.shown = entry.id
         self._shown = {
             "image_id": entry.id,
