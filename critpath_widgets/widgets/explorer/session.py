@@ -46,6 +46,9 @@ class ExplainSession:
         lock: threading.RLock | None = None,
     ) -> None:
         self.lock = lock if lock is not None else threading.RLock()
+        #: held around every model computation (the worker's requests, the evaluation
+        #: panel's runs): the engine's hooks must not meet another thread's passes
+        self.compute_lock = threading.RLock()
         self.preprocess = preprocess
         self.crop = crop
         self.categories = list(categories) if categories is not None else None

@@ -26,6 +26,7 @@ from ...errors import Cancelled, CritpathError, InputError
 from ...methods import LONG_METHODS, is_baseline, method_label
 from .baselines import BaselineMixin
 from .caches import ImageEntry
+from .evaluation_link import attach_evaluation
 from .session import ExplainSession
 from .view import SPARSITY_MAX, ExplorerView, esc, notices_html, summary_html
 from .worker import Request, RequestWorker, Superseded
@@ -136,6 +137,9 @@ class PathwayExplorer(BaselineMixin, ExplorerView):
             self._sample_names = []
         photo_ok = self._session.preprocess is not None
         super().__init__(self._methods, self._sample_names, photo_ok, **kwargs)
+        #: the evaluation panel, in a collapsed section under the layer panel
+        self.evaluation, self.evaluation_section = attach_evaluation(self)
+        self.children = (*self.children, self.evaluation_section)
 
         with self._quiet():
             for name in ("method", "scope", "sparsity", "target"):
@@ -239,6 +243,9 @@ class PathwayExplorer(BaselineMixin, ExplorerView):
         worker = getattr(self, "_worker", None)
         if worker is not None:
             worker.close()
+        for name in ("evaluation", "evaluation_section"):
+            if getattr(self, name, None) is not None:
+                getattr(self, name).close()
         for link in getattr(self, "_links", []):
             try:
                 link.unlink()
@@ -363,7 +370,8 @@ class PathwayExplorer(BaselineMixin, ExplorerView):
     def _handle(self, req: Request) -> None:
         """Run a request in the worker; failures go to the message area."""
         try:
-            self._process(req)
+            with self._session.compute_lock:
+                self._process(req)
         except Superseded:
             log.debug("request %d superseded", req.gen)
         except Cancelled:
