@@ -61,7 +61,7 @@ def _figure(title: str, x_label: str, y_label: str) -> tuple[bq.Figure, bq.Lines
         marks=[lines],
         axes=[
             bq.Axis(scale=xs, label=x_label),
-            bq.Axis(scale=ys, orientation="vertical", label=y_label),
+            bq.Axis(scale=ys, side="left", label=y_label),
         ],
         title=title,
         legend_location="top-right",
@@ -276,6 +276,11 @@ class EvaluationPanel(widgets.VBox):
             done += 1
         if pathway:
             self._pathway(ctx, done, total)
+        else:
+            self.pathway_html.value = (
+                f"<i>{html.escape(method_name(ctx.method))} is a baseline: it has no pathway "
+                "to analyse.</i>"
+            )
         self._check(total, total)
 
     def _pathway(self, ctx: EvalContext, done: int, total: int) -> None:
