@@ -26,6 +26,7 @@ from ...errors import Cancelled, CritpathError, InputError
 from ...methods import LONG_METHODS, is_baseline, method_label
 from .baselines import BaselineMixin
 from .caches import ImageEntry
+from .controls import ControlsMixin
 from .evaluation_link import attach_evaluation
 from .session import ExplainSession
 from .view import SPARSITY_MAX, ExplorerView, esc, notices_html, summary_html
@@ -34,7 +35,7 @@ from .worker import Request, RequestWorker, Superseded
 log = logging.getLogger(__name__)
 
 
-class PathwayExplorer(BaselineMixin, ExplorerView):
+class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
     """Interactive critical-pathway explorer.
 
     Parameters
@@ -325,34 +326,6 @@ class PathwayExplorer(BaselineMixin, ExplorerView):
             self._sync_target_picker(change["new"])
         self._submit()
 
-    def _on_target_picker(self, change: dict) -> None:
-        if self._is_quiet() or change["new"] is None:
-            return
-        if int(change["new"]) == self.target:
-            # same value, but the user picked it: pin the target
-            with self._lock:
-                self._target_auto = False
-            return
-        self.target = int(change["new"])
-
-    def _on_photo_picker(self, change: dict) -> None:
-        if self._is_quiet() or change["new"] is None:
-            return
-        self.set_image(change["new"])
-
-    def _on_upload(self, change: dict) -> None:
-        if self._is_quiet():
-            return
-        with self._quiet():
-            upload = self.take_upload(change["new"])
-        if upload is not None:
-            self.set_image(upload[0], name=upload[1])
-
-    def _sync_target_picker(self, target: int, entry: ImageEntry | None = None) -> None:
-        """Make the target dropdown list the top classes (plus ``target``) and show it."""
-        entry = entry or self._images.get(self._images.current)
-        self.set_target_options(target, entry, self.category)
-
     def _submit(self) -> None:
         """Make a request of the current picture and traits."""
         with self._lock:
@@ -459,26 +432,6 @@ class PathwayExplorer(BaselineMixin, ExplorerView):
             self.hide_progress()
         return e
 
-    def _load(self, entry: ImageEntry) -> None:
-        """Prepare a picture and point the target at its prediction; if it fails, the
-        controls go back to the last good picture and the error is re-raised."""
-        try:
-            is_current = self._session.load(entry)
-        except BaseException:
-            # a pending request for the failed picture shows the last good one instead
-            self._worker.redirect_pending(entry.id, self._images.good)
-            good = self._images.get(self._images.good)
-            with self._quiet():
-                self.photo_picker.value = good.sample if good is not None else None
-            raise
-        if is_current:
-            with self._quiet():
-                target = entry.predicted if self._target_auto else int(self.target)
-                if 0 <= target < len(entry.probs):
-                    self._sync_target_picker(target, entry)
-                if self._target_auto and self.target != target:
-                    self.target = target
-
     def _show(self, req: Request, entry: ImageEntry, target: int, e, grad, seconds) -> None:
         """Put a result on show: maps, layer panel, message."""
         sal = self._session.saliency(e)
@@ -514,27 +467,6 @@ class PathwayExplorer(BaselineMixin, ExplorerView):
         p = float(entry.probs[target]) if entry.probs is not None else float("nan")
         text = summary_html(e, target, self.category(target), p, self.layers.summary, seconds)
         self.show_message(text + notices_html(e), "warning" if e.notices else "info")
-
-    def _on_cancelled(self, req: Request) -> None:
-        """Say the request was cancelled and put the controls back to what is on show."""
-        self._last_error = Cancelled("cancelled by the user")
-        reverted = False
-        shown = self._shown
-        if not self._worker.has_pending and shown is not None:
-            if shown["image_id"] == self._images.current:
-                with self._quiet():
-                    self.method = shown["method"]
-                    self.scope = shown["scope"]
-                    self.sparsity = shown["sparsity"]
-                    with self._lock:
-                        self._target_auto = shown["target_auto"]
-                    self._sync_target_picker(shown["target"])
-                    self.target = shown["target"]
-                reverted = True
-        text = f"Cancelled: {esc(method_label(req.method))} was not computed."
-        if reverted:
-            text += " The controls are back to the result on show."
-        self.show_message(text, "warning")
 
 
 __all__ = ["PathwayExplorer"]
