@@ -45,8 +45,10 @@ def test_run_draws_what_the_evaluation_functions_give(setup):
     model, w = setup
     p = w.evaluation
     assert "critpath-evaluation-section" in w.evaluation_section._dom_classes
+    assert not p.sanity.value  # opt-in: it runs every method once per layer
     p.compare.value = ("gradient", "gradcam")
     p.steps.value = 8
+    p.sanity.value = True
     p.run_button.click()
     assert p.wait(TIMEOUT) and p.last_error is None, p.message.value
     x = w._images.get(w._images.shown).x

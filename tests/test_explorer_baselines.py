@@ -121,6 +121,16 @@ def test_deeplift_on_resnet_shows_the_error_and_keeps_working():
         w.method = "neuron_mct"
         w.wait(TIMEOUT)
         assert w.last_error is None and w.explanation is not None
+        # the evaluation panel shows DeepLift's error too, and runs again without it
+        p = w.evaluation
+        p.compare.value = ("deeplift",)
+        p.run_button.click()
+        assert p.wait(TIMEOUT) and isinstance(p.last_error, ModelError)
+        assert "Error" in p.message.value and not p.run_button.disabled
+        p.compare.value = ("gradient",)
+        p.steps.value = 4
+        p.run_button.click()
+        assert p.wait(TIMEOUT) and p.last_error is None, p.message.value
     finally:
         w.close()
     assert_same_state(before, model_state(model))

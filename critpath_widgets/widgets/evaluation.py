@@ -102,7 +102,7 @@ class EvaluationPanel(widgets.VBox):
         )
         self.steps = widgets.IntSlider(20, min=4, max=50, description="steps")
         self.removal = widgets.Dropdown(options=["blur", "zero"], value="blur", description="fill")
-        self.sanity = widgets.Checkbox(True, description="sanity check (slow)")
+        self.sanity = widgets.Checkbox(False, description="sanity check (slow)")
         others = [(method_name(m), m) for m in pathway_methods]
         self.other_method = widgets.Dropdown(
             options=others,
@@ -322,7 +322,7 @@ class EvaluationPanel(widgets.VBox):
 
     def _draw_auc_table(self) -> None:
         rows = "".join(
-            f"<tr><td>{k}</td><td>{c.auc:.3f}</td>"
+            f"<tr><td>{html.escape(k)}</td><td>{c.auc:.3f}</td>"
             f"<td>{self.results['insertion'][k].auc:.3f}</td></tr>"
             for k, c in self.results["deletion"].items()
         )

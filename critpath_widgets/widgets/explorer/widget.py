@@ -168,7 +168,8 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
     # ================================================================= public API
     @property
     def explanation(self) -> Explanation | None:
-        """The Explanation currently on show (``None`` before the first result)."""
+        """The Explanation currently on show (``None`` before the first result and
+        while a baseline, which has no pathway, is on show)."""
         return self._explanation
 
     @property
