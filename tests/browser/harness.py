@@ -63,6 +63,7 @@ CHROMIUM_ARGS = [
 # CSS hooks of the PathwayExplorer (see critpath_widgets/widgets/explorer/view.py).
 EXPLORER = ".critpath-explorer"
 SPARSITY = ".critpath-sparsity"
+METHOD = ".critpath-method"
 PATHWAY_OVERLAY = ".critpath-pathway-overlay"
 GRADIENT_OVERLAY = ".critpath-gradient-overlay"
 LAYER_CHART = ".critpath-layer-chart"

@@ -155,6 +155,30 @@ def test_colormap_select_repaints_without_kernel(explorer):
     assert synced == repr(new), f"colormap trait in the kernel: {synced}, expected {new!r}"
 
 
+def test_method_switch_to_gradcam_and_back(explorer):
+    page = explorer.page
+    select = f"{H.METHOD} select"
+    assert page.locator(select).count() == 1, "no method <select> in the explorer"
+    before = H.paint_state(page, H.PATHWAY_OVERLAY)
+    page.select_option(select, label="Grad-CAM (baseline)")
+    H.wait_message_contains(page, "Grad-CAM (baseline)", timeout_ms=60_000)
+    after = H.wait_repaint(page, H.PATHWAY_OVERLAY, before, timeout_ms=60_000)
+    assert H.is_painted(H.canvas_stats(page, PATHWAY_CANVAS))
+    assert H.kernel_eval(page, "explorer.method") == repr("gradcam")
+    # a baseline has no pathway: the sparsity slider is off, the layer panel says so
+    assert H.kernel_eval(page, "explorer.sparsity_slider.disabled") == "True"
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.critpath-layer-details')]"
+        ".some(e => e.innerText.includes('no pathway'))",
+        timeout=30_000,
+    )
+    page.select_option(select, label="NeuronMCT (Taylor)")
+    H.wait_message_contains(page, "NeuronMCT (Taylor), global scope", timeout_ms=60_000)
+    back = H.wait_repaint(page, H.PATHWAY_OVERLAY, after, timeout_ms=60_000)
+    assert H.kernel_eval(page, "explorer.sparsity_slider.disabled") == "False"
+    print(f"\n[e2e] method: paint {before} -> {after} (Grad-CAM) -> {back}")
+
+
 def test_no_errors(explorer):
     page = explorer.page
     assert not explorer.errors.page_errors, f"JS errors on the page: {explorer.errors.page_errors}"

@@ -5,6 +5,9 @@ Modules, in the order data flows through them:
 * :mod:`.view`: the controls, layout, message area and progress bar (renders only);
 * :mod:`.widget`: :class:`PathwayExplorer`, which turns trait and control changes into
   requests and shows their results;
+* :mod:`.controls`: picker, upload and cancellation handlers (controls kept in step);
+* :mod:`.baselines`: the attribution baselines in the method picker (maps, cache, figure);
+* :mod:`.evaluation_link`: the evaluation panel's snapshot of what is on show;
 * :mod:`.worker`: the request worker (generations, coalescing, cancel, progress, the
   worker thread and its idle exit);
 * :mod:`.caches`: pictures, explanations per (image, target, method, scope) and

@@ -46,6 +46,9 @@ class ExplainSession:
         lock: threading.RLock | None = None,
     ) -> None:
         self.lock = lock if lock is not None else threading.RLock()
+        #: held around every model computation (the worker's requests, the evaluation
+        #: panel's runs): the engine's hooks must not meet another thread's passes
+        self.compute_lock = threading.RLock()
         self.preprocess = preprocess
         self.crop = crop
         self.categories = list(categories) if categories is not None else None
@@ -56,8 +59,17 @@ class ExplainSession:
         self.explanations = LruCache(CACHE_SIZE)
         #: plain-gradient maps per (image, target)
         self.gradients = LruCache(GRADIENT_CACHE_SIZE)
+        #: baseline maps (H, W) per (image, target, method)
+        self.baselines = LruCache(GRADIENT_CACHE_SIZE)
         #: how many explain / at_sparsity / reused / gradient / shown steps were taken
-        self.stats = {"explain": 0, "at_sparsity": 0, "reused": 0, "gradient": 0, "shown": 0}
+        self.stats = {
+            "explain": 0,
+            "at_sparsity": 0,
+            "reused": 0,
+            "gradient": 0,
+            "shown": 0,
+            "baseline": 0,
+        }
         self.model: torch.nn.Module | None = None
         self.explainer: PathwayExplainer | None = None
         self.setup_error: BaseException | None = None
@@ -89,8 +101,11 @@ class ExplainSession:
 
     @property
     def methods(self) -> tuple[str, ...]:
-        """The selection methods the explainer offers (the engine's without one)."""
-        return tuple(getattr(self.explainer, "methods", METHODS))
+        """The selection methods the explainer offers (the engine's without one), then
+        the attribution baselines (when Captum is installed)."""
+        from .baselines import available_baselines
+
+        return tuple(getattr(self.explainer, "methods", METHODS)) + available_baselines()
 
     def path_dependent(self, method: str) -> bool:
         """Whether ``method``'s scores depend on the sparsity (greedy): another sparsity
@@ -112,6 +127,7 @@ class ExplainSession:
             for image_id in self.images.trim():
                 self.explanations.drop_image(image_id)
                 self.gradients.drop_image(image_id)
+                self.baselines.drop_image(image_id)
             return entry
 
     def entry_for(self, image_id: int) -> ImageEntry:

@@ -113,6 +113,7 @@ class ExplorerView(widgets.VBox):
             layout=widgets.Layout(width="260px"),
             style={"description_width": "60px"},
         )
+        self.method_picker.add_class("critpath-method")
         self.sparsity_slider = widgets.FloatSlider(
             min=0.0,
             max=SPARSITY_MAX,

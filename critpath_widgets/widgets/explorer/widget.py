@@ -23,8 +23,11 @@ import traitlets
 
 from ...engine import SCOPES, Explanation, PathwayExplainer
 from ...errors import Cancelled, CritpathError, InputError
-from ...methods import LONG_METHODS, method_label
+from ...methods import LONG_METHODS, is_baseline, method_label
+from .baselines import BaselineMixin
 from .caches import ImageEntry
+from .controls import ControlsMixin
+from .evaluation_link import attach_evaluation
 from .session import ExplainSession
 from .view import SPARSITY_MAX, ExplorerView, esc, notices_html, summary_html
 from .worker import Request, RequestWorker, Superseded
@@ -32,7 +35,7 @@ from .worker import Request, RequestWorker, Superseded
 log = logging.getLogger(__name__)
 
 
-class PathwayExplorer(ExplorerView):
+class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
     """Interactive critical-pathway explorer.
 
     Parameters
@@ -106,6 +109,7 @@ class PathwayExplorer(ExplorerView):
         self._images = self._session.images
         self._target_auto = "target" not in trait_values
         self._explanation: Explanation | None = None
+        self._baseline_map: np.ndarray | None = None
         self._shown: dict | None = None
         self._last_error: BaseException | None = None
         self._auto_site = True
@@ -134,6 +138,9 @@ class PathwayExplorer(ExplorerView):
             self._sample_names = []
         photo_ok = self._session.preprocess is not None
         super().__init__(self._methods, self._sample_names, photo_ok, **kwargs)
+        #: the evaluation panel, in a collapsed section under the layer panel
+        self.evaluation, self.evaluation_section = attach_evaluation(self)
+        self.children = (*self.children, self.evaluation_section)
 
         with self._quiet():
             for name in ("method", "scope", "sparsity", "target"):
@@ -144,6 +151,7 @@ class PathwayExplorer(ExplorerView):
             traitlets.link((self, "sparsity"), (self.sparsity_slider, "value")),
             traitlets.link((self, "scope"), (self.scope_buttons, "value")),
         ]
+        self._sync_method_controls()
         self.cancel_button.on_click(lambda _b: self.cancel())
         self.target_picker.observe(self._on_target_picker, "value")
         self.photo_picker.observe(self._on_photo_picker, "value")
@@ -160,7 +168,8 @@ class PathwayExplorer(ExplorerView):
     # ================================================================= public API
     @property
     def explanation(self) -> Explanation | None:
-        """The Explanation currently on show (``None`` before the first result)."""
+        """The Explanation currently on show (``None`` before the first result and
+        while a baseline, which has no pathway, is on show)."""
         return self._explanation
 
     @property
@@ -236,6 +245,9 @@ class PathwayExplorer(ExplorerView):
         worker = getattr(self, "_worker", None)
         if worker is not None:
             worker.close()
+        for name in ("evaluation", "evaluation_section"):
+            if getattr(self, name, None) is not None:
+                getattr(self, name).close()
         for link in getattr(self, "_links", []):
             try:
                 link.unlink()
@@ -250,6 +262,8 @@ class PathwayExplorer(ExplorerView):
         from ...report import MapStyle, render_explanation, save_figure
 
         self.wait(timeout)
+        if self._shown is not None and is_baseline(self._shown["method"]):
+            return self._save_baseline(path, dpi)
         e = self._explanation
         if e is None:
             raise InputError("nothing to save yet: no explanation has been computed")
@@ -298,6 +312,8 @@ class PathwayExplorer(ExplorerView):
 
     @traitlets.observe("method", "sparsity", "scope")
     def _on_param(self, change: dict) -> None:
+        if change["name"] == "method":
+            self._sync_method_controls()
         if not self._is_quiet():
             self._submit()
 
@@ -310,34 +326,6 @@ class PathwayExplorer(ExplorerView):
         with self._quiet():
             self._sync_target_picker(change["new"])
         self._submit()
-
-    def _on_target_picker(self, change: dict) -> None:
-        if self._is_quiet() or change["new"] is None:
-            return
-        if int(change["new"]) == self.target:
-            # same value, but the user picked it: pin the target
-            with self._lock:
-                self._target_auto = False
-            return
-        self.target = int(change["new"])
-
-    def _on_photo_picker(self, change: dict) -> None:
-        if self._is_quiet() or change["new"] is None:
-            return
-        self.set_image(change["new"])
-
-    def _on_upload(self, change: dict) -> None:
-        if self._is_quiet():
-            return
-        with self._quiet():
-            upload = self.take_upload(change["new"])
-        if upload is not None:
-            self.set_image(upload[0], name=upload[1])
-
-    def _sync_target_picker(self, target: int, entry: ImageEntry | None = None) -> None:
-        """Make the target dropdown list the top classes (plus ``target``) and show it."""
-        entry = entry or self._images.get(self._images.current)
-        self.set_target_options(target, entry, self.category)
 
     def _submit(self) -> None:
         """Make a request of the current picture and traits."""
@@ -356,7 +344,8 @@ class PathwayExplorer(ExplorerView):
     def _handle(self, req: Request) -> None:
         """Run a request in the worker; failures go to the message area."""
         try:
-            self._process(req)
+            with self._session.compute_lock:
+                self._process(req)
         except Superseded:
             log.debug("request %d superseded", req.gen)
         except Cancelled:
@@ -372,7 +361,7 @@ class PathwayExplorer(ExplorerView):
             else:
                 log.exception("PathwayExplorer: computation failed")
                 text = f"<b>Unexpected error</b> ({esc(type(err).__name__)}): {esc(err)}"
-            if self._explanation is not None:
+            if self._shown is not None:
                 text += "<br><i>The previous result is still shown.</i>"
             self.show_message(text, "error")
         finally:
@@ -390,6 +379,9 @@ class PathwayExplorer(ExplorerView):
             if stale(req):
                 return
         target = session.target_for(entry, req.target)
+        if is_baseline(req.method):
+            self._process_baseline(req, entry, target)
+            return
         key = (entry.id, target, req.method, req.scope)
         t0 = time.perf_counter()
         cached = session.cached(key)
@@ -441,26 +433,6 @@ class PathwayExplorer(ExplorerView):
             self.hide_progress()
         return e
 
-    def _load(self, entry: ImageEntry) -> None:
-        """Prepare a picture and point the target at its prediction; if it fails, the
-        controls go back to the last good picture and the error is re-raised."""
-        try:
-            is_current = self._session.load(entry)
-        except BaseException:
-            # a pending request for the failed picture shows the last good one instead
-            self._worker.redirect_pending(entry.id, self._images.good)
-            good = self._images.get(self._images.good)
-            with self._quiet():
-                self.photo_picker.value = good.sample if good is not None else None
-            raise
-        if is_current:
-            with self._quiet():
-                target = entry.predicted if self._target_auto else int(self.target)
-                if 0 <= target < len(entry.probs):
-                    self._sync_target_picker(target, entry)
-                if self._target_auto and self.target != target:
-                    self.target = target
-
     def _show(self, req: Request, entry: ImageEntry, target: int, e, grad, seconds) -> None:
         """Put a result on show: maps, layer panel, message."""
         sal = self._session.saliency(e)
@@ -481,6 +453,7 @@ class PathwayExplorer(ExplorerView):
             self.layers.selected_site = int(np.argmax(kept))
         self._auto_site = False
         self._explanation = e
+        self._baseline_map = None
         self._images.shown = entry.id
         self._shown = {
             "image_id": entry.id,
@@ -495,27 +468,6 @@ class PathwayExplorer(ExplorerView):
         p = float(entry.probs[target]) if entry.probs is not None else float("nan")
         text = summary_html(e, target, self.category(target), p, self.layers.summary, seconds)
         self.show_message(text + notices_html(e), "warning" if e.notices else "info")
-
-    def _on_cancelled(self, req: Request) -> None:
-        """Say the request was cancelled and put the controls back to what is on show."""
-        self._last_error = Cancelled("cancelled by the user")
-        reverted = False
-        shown = self._shown
-        if not self._worker.has_pending and shown is not None:
-            if shown["image_id"] == self._images.current:
-                with self._quiet():
-                    self.method = shown["method"]
-                    self.scope = shown["scope"]
-                    self.sparsity = shown["sparsity"]
-                    with self._lock:
-                        self._target_auto = shown["target_auto"]
-                    self._sync_target_picker(shown["target"])
-                    self.target = shown["target"]
-                reverted = True
-        text = f"Cancelled: {esc(method_label(req.method))} was not computed."
-        if reverted:
-            text += " The controls are back to the result on show."
-        self.show_message(text, "warning")
 
 
 __all__ = ["PathwayExplorer"]

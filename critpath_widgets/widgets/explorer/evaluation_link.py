@@ -1,0 +1,101 @@
+"""The explorer's side of the evaluation panel: a snapshot of what is on show.
+
+:func:`explorer_context` is called on the kernel's thread when the panel's Run is
+pressed; the callables it returns compute maps of the same image, target and options
+as the explorer (baselines through the explorer's baseline cache, pathway methods at
+the sparsity and scope on show), so the panel evaluates exactly what the user sees.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+import torch
+
+from ...attribution import PATHWAY_METHODS, attribute
+from ...engine import reduce_channels
+from ...errors import InputError
+from ...methods import is_baseline
+from ..evaluation import EvalContext, EvaluationPanel
+from .baselines import available_baselines, compute_baseline
+
+#: engine method -> its name in ``attribute``
+ATTRIBUTION_NAME = {v: k for k, v in PATHWAY_METHODS.items()}
+
+
+def explorer_context(w: Any) -> EvalContext:
+    """The panel's context from explorer ``w`` (InputError if nothing is on show)."""
+    shown, session = w._shown, w._session
+    if shown is None or w.busy:
+        raise InputError("wait for the explorer to show a result, then press Run")
+    entry = w._images.get(shown["image_id"])
+    if entry is None or not entry.ready:
+        raise InputError("the picture on show is gone: pick it again")
+    x, target, method = entry.x, int(shown["target"]), shown["method"]
+    e = w.explanation
+    current = w._baseline_map if is_baseline(method) else session.saliency(e)
+    sparsity, scope = float(shown["sparsity"]), shown["scope"]
+
+    def map_of(m: str) -> np.ndarray:
+        """The map of method ``m`` on the picture on show (the shown one for the current)."""
+        if m == method:
+            return current
+        key = (entry.id, target, m)
+        with w._lock:
+            sal = session.baselines.get(key)
+        if sal is None:
+            sal = compute_baseline(session.model, x, m, target, session.reduce)
+            with w._lock:
+                session.baselines.put(key, sal)
+        return sal
+
+    def map_on(net: torch.nn.Module, m: str) -> np.ndarray:
+        """The map of method ``m`` computed on ``net`` (a randomised copy of the model)."""
+        if is_baseline(m):
+            return compute_baseline(net, x, m, target, session.reduce)
+        opts = {"steps": session.steps} if m == "neuron_intgrad" else {}
+        a = attribute(net, x, ATTRIBUTION_NAME[m], target, sparsity=sparsity, scope=scope, **opts)
+        return reduce_channels(a.float(), session.reduce, x.float())[0].cpu().numpy()
+
+    def explain_other(m: str) -> Any:
+        """Method ``m``'s pathway at the sparsity and scope on show."""
+        opts = {"steps": session.steps} if m == "neuron_intgrad" else {}
+        return session.explainer.explain(
+            x, target=target, method=m, sparsity=sparsity, scope=scope, **opts
+        )
+
+    return EvalContext(
+        model=session.model,
+        x=x,
+        target=target,
+        method=method,
+        map_of=map_of,
+        map_on=map_on,
+        explanation=e,
+        explain_other=explain_other if e is not None else None,
+        lock=session.compute_lock,
+    )
+
+
+def attach_evaluation(w: Any) -> tuple[EvaluationPanel, widgets.Accordion]:
+    """Make the explorer's evaluation panel, in a collapsed "Evaluation" section."""
+    ref = weakref.ref(w)  # the panel must not keep the explorer alive
+
+    def context() -> EvalContext:
+        explorer = ref()
+        if explorer is None:
+            raise InputError("the explorer was closed")
+        return explorer_context(explorer)
+
+    pathway = [m for m in w._methods if not is_baseline(m)]
+    panel = EvaluationPanel(context, pathway, available_baselines())
+    section = widgets.Accordion([panel], selected_index=None)
+    section.set_title(0, "Evaluation: deletion / insertion, sanity check, pathway analysis")
+    section.add_class("critpath-evaluation-section")
+    return panel, section
+
+
+__all__ = ["ATTRIBUTION_NAME", "attach_evaluation", "explorer_context"]
