@@ -5,7 +5,6 @@ analysis, Cancel stops a run and the next works, the user's model is left unchan
 from __future__ import annotations
 
 import threading
-import types
 
 import numpy as np
 import pytest
@@ -74,9 +73,11 @@ def test_run_draws_what_the_evaluation_functions_give(setup):
     # sanity check: one line per method, the data equal to the function called directly
     s = p.results["sanity"]
     _, ys, labels = _lines(p.sanity_lines)
-    assert ys.shape == (3, len(s.steps)) and s.steps[0] == "6"  # the output layer first
+    # step 0 is the model as it is, then the output layer first
+    assert ys.shape == (3, len(s.steps)) and s.steps[:2] == ["(none)", "6"]
     ctx = w.evaluation._context()
-    ref = ev.sanity_check(model, x, ["neuron_mct", "gradient", "gradcam"], t, map_of=ctx.map_on)
+    fns = {m: ctx.method_fn(m) for m in ("neuron_mct", "gradient", "gradcam")}
+    ref = ev.sanity_check(model, x, fns, t)
     for row, m in zip(ys, ref.similarity, strict=True):
         np.testing.assert_allclose(row, ref.similarity[m], atol=1e-6)
     # pathway analysis: retained logit and Jaccard as computed directly
@@ -128,18 +129,24 @@ def test_run_on_a_baseline_and_cancel(setup, monkeypatch):
     assert w.last_error is None
 
 
-def test_adapter_uses_the_real_module_when_present(monkeypatch):
-    calls = []
+def test_adapter_returns_what_the_evaluation_module_computes():
+    """The adapter only reshapes: its curves and retained logits are the evaluation
+    module's, called directly on the same input."""
+    from critpath_widgets import PathwayExplainer, evaluation
 
-    def deletion(model, x, saliency, target=None, steps=20, baseline="blur", **k):
-        calls.append((saliency.shape, target, steps, baseline, k))
-        return types.SimpleNamespace(
-            fractions=np.linspace(0, 1, steps + 1), scores=np.ones((1, steps + 1)), auc=[0.5]
-        )
-
-    monkeypatch.setattr(ev, "real_module", lambda: types.SimpleNamespace(deletion=deletion))
-    x = torch.zeros(1, 3, 8, 8)
-    c = ev.curve("deletion", small_cnn(), x, np.ones((8, 8)), 2, steps=4)
-    assert c.auc == 0.5 and c.scores.shape == (5,)
-    c = ev.curve("deletion", small_cnn(), x, None, 2, steps=4)
-    assert calls[0][:4] == ((1, 3, 8, 8), 2, 4, "blur") and calls[1][4] == {"random_order": True}
+    model = small_cnn()
+    torch.manual_seed(3)
+    x = torch.randn(1, 3, 8, 8)
+    m = np.random.default_rng(0).random((8, 8))
+    c = ev.curve("deletion", model, x, m, 2, steps=4)
+    want = evaluation.deletion(model, x, ev.saliency_input(m, x), target=2, steps=4)
+    np.testing.assert_array_equal(c.scores, want.scores[0])
+    assert c.auc == float(want.auc[0])
+    r = ev.curve("insertion", model, x, None, 2, steps=4, seed=5)
+    want = evaluation.random_baseline(model, x, kind="insertion", target=2, steps=4, seed=5)
+    np.testing.assert_array_equal(r.scores, want.scores[0])
+    e = PathwayExplainer(model).explain(x, 2)
+    logits, probs = ev.retained(e, [0.5, 0.9], 2)
+    want = evaluation.retained(e.explainer, x, e.method, [0.5, 0.9], target=2)
+    np.testing.assert_array_equal(logits, want.pathway_logit[0])
+    np.testing.assert_array_equal(probs, want.pathway_probability[0])

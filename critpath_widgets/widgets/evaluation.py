@@ -45,7 +45,7 @@ class EvalContext:
     target: int
     method: str  # the explorer's method (engine method or baseline)
     map_of: Callable[[str], np.ndarray]  # method -> its (H, W) map on this image
-    map_on: Callable[[torch.nn.Module, str], np.ndarray]  # (model copy, method) -> map
+    method_fn: Callable[[str], Callable[..., torch.Tensor]]  # method -> f(net, x, target)
     explanation: Any | None  # the pathway on show (None for a baseline)
     explain_other: Callable[[str], Any] | None  # engine method -> its Explanation
     lock: Any  # held around every model computation
@@ -264,13 +264,12 @@ class EvaluationPanel(widgets.VBox):
                 self._check(done, total)
 
             with ctx.lock:
-                s = ev.sanity_check(
-                    ctx.model, ctx.x, methods, ctx.target, map_of=ctx.map_on, progress=inner
-                )
+                fns = {m: ctx.method_fn(m) for m in methods}
+                s = ev.sanity_check(ctx.model, ctx.x, fns, ctx.target, progress=inner)
             self.results["sanity"] = s
             self._draw(
                 self.sanity_lines,
-                np.arange(1, len(s.steps) + 1),
+                np.arange(len(s.steps)),
                 {method_name(m): v for m, v in s.similarity.items()},
             )
             done += 1

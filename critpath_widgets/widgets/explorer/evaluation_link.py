@@ -9,6 +9,7 @@ the sparsity and scope on show), so the panel evaluates exactly what the user se
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
@@ -16,7 +17,6 @@ import numpy as np
 import torch
 
 from ...attribution import PATHWAY_METHODS, attribute
-from ...engine import reduce_channels
 from ...errors import InputError
 from ...methods import is_baseline
 from ..evaluation import EvalContext, EvaluationPanel
@@ -52,13 +52,16 @@ def explorer_context(w: Any) -> EvalContext:
                 session.baselines.put(key, sal)
         return sal
 
-    def map_on(net: torch.nn.Module, m: str) -> np.ndarray:
-        """The map of method ``m`` computed on ``net`` (a randomised copy of the model)."""
+    def method_fn(m: str) -> Callable[[torch.nn.Module, torch.Tensor, Any], torch.Tensor]:
+        """Method ``m`` as ``f(net, x, target) -> (N, C, H, W)`` at the sparsity and scope
+        on show (what the sanity check calls on each randomised copy of the model)."""
         if is_baseline(m):
-            return compute_baseline(net, x, m, target, session.reduce)
+            return lambda net, xx, t: attribute(net, xx, m, t)
         opts = {"steps": session.steps} if m == "neuron_intgrad" else {}
-        a = attribute(net, x, ATTRIBUTION_NAME[m], target, sparsity=sparsity, scope=scope, **opts)
-        return reduce_channels(a.float(), session.reduce, x.float())[0].cpu().numpy()
+        name = ATTRIBUTION_NAME[m]
+        return lambda net, xx, t: attribute(
+            net, xx, name, t, sparsity=sparsity, scope=scope, **opts
+        )
 
     def explain_other(m: str) -> Any:
         """Method ``m``'s pathway at the sparsity and scope on show."""
@@ -73,7 +76,7 @@ def explorer_context(w: Any) -> EvalContext:
         target=target,
         method=method,
         map_of=map_of,
-        map_on=map_on,
+        method_fn=method_fn,
         explanation=e,
         explain_other=explain_other if e is not None else None,
         lock=session.compute_lock,
