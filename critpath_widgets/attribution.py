@@ -193,7 +193,10 @@ def _baseline(
 
 #: what the copy-based methods cannot handle, added to the error Captum raises
 _LIMITS = {
-    "guided_backprop": "Guided backprop changes the backward pass of nn.ReLU modules only.",
+    "guided_backprop": (
+        "Guided backprop changes the backward pass of nn.ReLU modules (ReLU6 modules are "
+        "split into a ReLU and a clamp for it); F.relu called in forward is not seen."
+    ),
     "deeplift": (
         "Captum's DeepLift needs every nonlinearity to be a module of its own, called "
         "once per forward (a ReLU module reused twice, as in torchvision's ResNet blocks, "
@@ -275,7 +278,23 @@ def _smoothgrad(net: nn.Module, x: torch.Tensor, t: torch.Tensor, o: dict) -> to
 def _guided_backprop(net: nn.Module, x: torch.Tensor, t: torch.Tensor, o: dict) -> torch.Tensor:
     from captum.attr import GuidedBackprop
 
-    return GuidedBackprop(net).attribute(x, target=t)
+    return GuidedBackprop(_split_clamps(net)).attribute(x, target=t)
+
+
+def _split_clamps(net: nn.Module) -> nn.Module:
+    """The copy with each ReLU6 (and Hardtanh clamping at 0) as a ReLU then a clamp:
+    Captum's guided backprop rewrites the backward of ``nn.ReLU`` modules only, so on a
+    ReLU6 network (EfficientNet-Lite0, MobileNet v2) it would silently be the plain
+    gradient. ReLU6(x) = min(ReLU(x), 6), so the function is the same; a module reused
+    in several places stays one (reused) module."""
+    done: dict[int, nn.Module] = {}
+    for parent in list(net.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Hardtanh) and child.min_val == 0:
+                if id(child) not in done:
+                    done[id(child)] = nn.Sequential(nn.ReLU(), nn.Hardtanh(0.0, child.max_val))
+                setattr(parent, name, done[id(child)])
+    return net
 
 
 def _deeplift(net: nn.Module, x: torch.Tensor, t: torch.Tensor, o: dict) -> torch.Tensor:

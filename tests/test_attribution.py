@@ -312,3 +312,37 @@ def test_attribution_imports_no_widget_library():
         "'bqplot', 'quantus')]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_guided_backprop_sees_relu6_networks():
+    """Captum's guided backprop rewrites nn.ReLU only: on a ReLU6 network it must not
+    silently be the plain gradient. The ReLU6 copy split into ReLU + clamp gives what
+    Captum gives on the same network built with ReLU + clamp."""
+    from captum.attr import GuidedBackprop
+
+    torch.manual_seed(0)
+
+    def net(act):
+        return (
+            nn.Sequential(
+                nn.Conv2d(3, 6, 3, padding=1),
+                act(),
+                nn.Conv2d(6, 6, 3, padding=1),
+                act(),
+                nn.Flatten(),
+                nn.Linear(6 * 8 * 8, 4),
+            )
+            .double()
+            .eval()
+        )
+
+    relu6 = net(nn.ReLU6)
+    split = net(lambda: nn.Sequential(nn.ReLU(), nn.Hardtanh(0.0, 6.0)))
+    split.load_state_dict(relu6.state_dict())
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64) * 3
+    before = ref.model_state(relu6)
+    got = cw.attribute(relu6, x, "guided_backprop", target=1)
+    want = GuidedBackprop(split).attribute(x.clone().requires_grad_(True), target=1)
+    torch.testing.assert_close(got, want)
+    assert not torch.allclose(got, cw.attribute(relu6, x, "gradient", target=1))
+    ref.assert_same_state(before, ref.model_state(relu6))
