@@ -10,11 +10,12 @@ METHOD_NAMES: dict[str, str] = {
     "neuron_mct": "NeuronMCT (Taylor)",
     "neuron_intgrad": "NeuronIntGrad",
     "greedy": "Greedy",
+    "dgr": "DGR (pruning objective)",
     "random": "Random",
 }
 
 #: Methods that take many forward/backward passes: they report progress and can be cancelled.
-LONG_METHODS: frozenset[str] = frozenset({"neuron_intgrad", "greedy"})
+LONG_METHODS: frozenset[str] = frozenset({"neuron_intgrad", "greedy", "dgr"})
 
 
 def method_name(method: str) -> str:
