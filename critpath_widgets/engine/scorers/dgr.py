@@ -3,14 +3,23 @@
 The paper's main foil. Every neuron of every site gets a gate (per sample, shaped like
 the site output, initialised at ``init``); the gated network (each site's output times
 its gate) is trained to keep the explained answer: the loss is the cross-entropy of the
-gated logits against the target class plus ``l1`` times the sum of the gates. Adam
-(``lr``) takes ``steps`` steps and clamps the gates at >= 0 after each; the scores are
-the final gates, so the engine's selection keeps the gates above the global quantile.
+gated logits against the target class (summed over the samples) plus ``l1`` times the
+sum of the gates. SGD with momentum 0.9, as the authors, takes ``steps`` steps of size
+``lr`` and clamps the gates at >= 0 after each; the scores are the final gates, so the
+engine's selection keeps the gates above the global quantile.
 
-Adam rather than the authors' SGD (about 1000 steps): its steps are about ``lr`` per
-gate whatever the scale of the logits and the number of gates, so one ``lr`` and ``l1``
-serve every model, and 150 steps suffice. Only the gates are differentiated
-(``torch.autograd.grad``), so the model's parameters never get a ``.grad``.
+Defaults, chosen on the default model (efficientnet_lite0, 6.2M neurons): ``l1`` 3e-5 is
+the scale of the cross-entropy's gradient per gate (median |a * dCE/da| there is 2.4e-5),
+so that gates whose neuron helps the answer can resist it; ``lr`` 60 makes the l1 term
+alone move a gate by about lr * l1 / (1 - momentum) = 0.018 a step, so a gate the answer
+does not need reaches 0 around step 60. By step 100 (the authors took about 1000) over
+99% of the gates are 0 and the 0.3% left keep the answer (a subnetwork DGR's way): a
+pathway of lower sparsity holds those plus gates tied at 0, taken in site order.
+100 steps cost 100 forward and backward passes (about a minute on two CPU cores).
+
+A neuron that is dead on the input (output 0) gets no gradient from the cross-entropy
+until gating upstream wakes it: its gate only decays by the l1 term. Only the gates are
+differentiated (``torch.autograd.grad``), so the model's parameters never get a ``.grad``.
 """
 
 from __future__ import annotations
@@ -35,13 +44,14 @@ MOMENTUM = 0.9
 
 
 class DGR(Scorer):
-    """Gates trained on cross-entropy to the target + ``l1`` * sum of gates (Adam)."""
+    """Gates trained on cross-entropy to the target + ``l1`` * sum of gates (SGD with
+    momentum)."""
 
     description = (
         "DGR pruning objective: per-neuron gates trained on cross-entropy to the answer "
-        "+ l1 * sum of gates, `steps` Adam steps"
+        "+ l1 * sum of gates, `steps` SGD steps"
     )
-    options = {"steps": 100, "l1": 1e-4, "init": 1.0, "lr": 10.0, "seed": 0}
+    options = {"steps": 100, "l1": 3e-5, "init": 1.0, "lr": 60.0, "seed": 0}
 
     def __init__(self) -> None:
         #: the loss (summed over the samples) before each step of the last scoring
@@ -62,7 +72,7 @@ class DGR(Scorer):
             raise InputError(f"seed must be an integer, got {opts['seed']!r}")
 
     def score(self, job: Job) -> torch.Tensor:
-        """The gates after ``steps`` Adam steps, flat (N, total) in the score pass's
+        """The gates after ``steps`` SGD steps, flat (N, total) in the score pass's
         layout (gates of one sample never see another sample's loss)."""
         st, x, first, opts = job.st, job.x, job.first, job.opts
         steps, l1, lr = int(opts["steps"]), float(opts["l1"]), float(opts["lr"])
