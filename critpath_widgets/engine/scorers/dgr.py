@@ -107,7 +107,10 @@ def gated_loss_grad(
     """The DGR loss of the gated network (cross-entropy to ``target`` summed over the
     samples, + ``l1`` * sum of the gates) and its gradient with respect to the flat
     (N, total) ``gates`` alone."""
-    views = layout.views(gates)  # per-site (N, *shape) views: their gradients land in gates
+    # invariant: each site's gates are a leaf view over the flat gates' memory, and each
+    # site's gradient is added into one flat gradient (a gradient of the flat tensor
+    # through its slices would allocate a full-size buffer per site)
+    views = [v.requires_grad_(True) for v in layout.views(gates.detach())]
 
     def gate(i: int, name: str, out: torch.Tensor) -> torch.Tensor:
         # mul saves its operands, never its result: a later in-place write into the
@@ -115,9 +118,13 @@ def gated_loss_grad(
         return out * views[i]
 
     logits = passes.run(st, x.detach(), gate)
-    loss = F.cross_entropy(logits, target, reduction="sum") + l1 * gates.sum()
-    (g,) = passes.grad(loss, gates)
-    return loss.detach(), g
+    ce = F.cross_entropy(logits, target, reduction="sum")
+    grads = passes.grad(ce, views, allow_unused=True)  # None: a site off every path
+    g = torch.full_like(gates, l1, requires_grad=False)  # d(l1 * sum of gates) / d gate
+    for gv, gi in zip(layout.views(g), grads, strict=True):
+        if gi is not None:
+            gv.add_(gi)
+    return ce.detach() + l1 * gates.detach().sum(), g
 
 
 @contextlib.contextmanager
