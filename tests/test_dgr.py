@@ -79,6 +79,17 @@ def test_gates_follow_the_gradient_of_an_explicitly_gated_copy(steps):
     assert bool((flat == 0).any()) == (steps == 3)
 
 
+def test_a_batch_gives_each_sample_its_own_gates():
+    ex = PathwayExplainer(small_cnn())
+    x = rand_x(3)
+    opts = dict(method="dgr", steps=4, l1=0.05, lr=3.0)
+    both = ex.explain(x, **opts)
+    for i in range(3):
+        one = ex.explain(x[i : i + 1], target=int(both.target[i]), **opts)
+        for a, b in zip(both.scores, one.scores, strict=True):
+            torch.testing.assert_close(a[i : i + 1], b, rtol=1e-10, atol=1e-12)
+
+
 class _Noisy(nn.Module):
     """Adds noise from the global RNG: the seed is what makes its gates reproducible."""
 
