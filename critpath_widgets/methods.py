@@ -11,6 +11,7 @@ METHOD_NAMES: dict[str, str] = {
     "neuron_mct": "NeuronMCT (Taylor)",
     "neuron_intgrad": "NeuronIntGrad",
     "greedy": "Greedy",
+    "dgr": "DGR (pruning objective)",
     "random": "Random",
 }
 
@@ -30,7 +31,7 @@ BASELINES: tuple[str, ...] = tuple(BASELINE_NAMES)
 
 #: Methods that take many forward/backward passes: they report progress and can be cancelled.
 LONG_METHODS: frozenset[str] = frozenset(
-    {"neuron_intgrad", "greedy", "integrated_gradients", "smoothgrad"}
+    {"neuron_intgrad", "greedy", "dgr", "integrated_gradients", "smoothgrad"}
 )
 
 

@@ -570,3 +570,11 @@ def test_blank_map_and_smooth_sites_are_explained_in_the_message():
         assert "GELU are not piecewise linear" in w.message_text
     finally:
         w.close()
+
+
+def test_dgr_runs_in_the_explorer_as_a_long_method(explorer):
+    w = explorer
+    w.method = "dgr"
+    w.wait(TIMEOUT)
+    assert w.explanation.method == "dgr", w.message_text
+    assert w.last_error is None and w.progress.value == w.progress.max

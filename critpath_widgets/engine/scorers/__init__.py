@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Job, Scorer
+from .dgr import DGR
 from .greedy import Greedy
 from .intgrad import NeuronIntGrad
 from .mct import NeuronMCT
@@ -19,6 +20,7 @@ SCORERS: dict[str, type[Scorer]] = {
     "neuron_mct": NeuronMCT,
     "neuron_intgrad": NeuronIntGrad,
     "greedy": Greedy,
+    "dgr": DGR,
     "random": RandomScores,
 }
 
