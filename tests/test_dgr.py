@@ -68,10 +68,12 @@ def test_gates_follow_the_gradient_of_an_explicitly_gated_copy(steps):
     model = small_cnn()
     x = rand_x()
     opts = dict(steps=steps, l1=0.05, init=1.0, lr=3.0)
-    e = PathwayExplainer(model).explain(x, method="dgr", sparsity=0.5, **opts)
+    ex = PathwayExplainer(model)
+    e = ex.explain(x, method="dgr", sparsity=0.5, **opts)
     want = reference_gates(model, x, e.target, **opts)
-    assert len(e.scores) == len(want) == 3
-    for got, w in zip(e.scores, want, strict=True):
+    gates = e._layout.views(ex.scorer("dgr").gates)
+    assert len(gates) == len(want) == 3
+    for got, w in zip(gates, want, strict=True):
         torch.testing.assert_close(got, w, rtol=1e-10, atol=1e-12)
     # the cross-entropy moved the gates apart, and the clamp was reached by the third step
     flat = torch.cat([w.flatten() for w in want])
@@ -124,8 +126,13 @@ def test_gates_stay_non_negative_and_the_loss_decreases():
         progress=lambda d, t: seen.append((d, t)),
     )
     assert seen == [(i, 20) for i in range(1, 21)]
-    flat = torch.cat([s.flatten() for s in e.scores])
+    flat = ex.scorer("dgr").gates
     assert bool((flat >= 0).all()) and bool((flat == 0).any())
+    # the scores rank every open gate above every closed one, closed ones by time open
+    scores = torch.cat([s.flatten(1) for s in e.scores], dim=1)
+    for g, sc in zip(flat, scores, strict=True):
+        assert float(sc[g > 0].min()) > float(sc[g == 0].max())
+        assert torch.equal(sc[g > 0], g[g > 0])
     losses = ex.scorer("dgr").losses
     assert len(losses) == 20 and losses[-1] < 0.8 * losses[0]
 
@@ -196,7 +203,8 @@ def test_dgr_pathway_holds_more_dead_neurons_than_neuron_mct():
     dgr = ex.explain(x, method="dgr", sparsity=0.7, steps=DGR_TEST_STEPS, lr=DGR_TEST_LR)
     assert len(acts) == len(dgr.site_names) == 33
     # a ranking, not ties: every kept gate is above 0 (short of the collapse, see below)
-    assert min(float(s[m].min()) for s, m in zip(dgr.scores, dgr.pathway.masks, strict=True)) > 0
+    gates = dgr._layout.views(ex.scorer("dgr").gates)
+    assert min(float(g[m].min()) for g, m in zip(gates, dgr.pathway.masks, strict=True)) > 0
     shares = {}
     for s, (a, b_) in {0.7: (mct, dgr), 0.9: (mct.at_sparsity(0.9), dgr.at_sparsity(0.9))}.items():
         shares[s] = dead_share(a.pathway.masks, acts), dead_share(b_.pathway.masks, acts)
