@@ -161,20 +161,7 @@ class BaselineMixin:
         self.layers.update(None, entry.display if new_image else None)
         self.layers.details.value = NO_PATHWAY_HTML.format(name=esc(method_name(req.method)))
         self._auto_site = True  # back on a pathway method, open the strongest site again
-        self._explanation = None
-        self._baseline_map = sal
-        self._images.shown = entry.id
-        self._shown = {
-            "image_id": entry.id,
-            "target": target,
-            "target_auto": req.target is None,
-            "method": req.method,
-            "scope": req.scope,
-            "sparsity": req.sparsity,
-        }
-        self._last_error = None
-        self.stats["shown"] += 1
-        p = float(entry.probs[target]) if entry.probs is not None else float("nan")
+        p = self._mark_shown(req, entry, target, None, sal)
         self.show_message(
             f"<b>{esc(self.category(target))}</b> (p = {p:.1%}), "
             f"{esc(method_label(req.method))}: a baseline map of the full network (no "

@@ -433,6 +433,24 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
             self.hide_progress()
         return e
 
+    def _mark_shown(self, req: Request, entry: ImageEntry, target: int, e, baseline_map) -> float:
+        """Remember what is on show (a cancel reverts the controls to it), the explanation
+        or the baseline map; returns the target's probability."""
+        self._explanation = e
+        self._baseline_map = baseline_map
+        self._images.shown = entry.id
+        self._shown = {
+            "image_id": entry.id,
+            "target": target,
+            "target_auto": req.target is None,
+            "method": req.method,
+            "scope": req.scope,
+            "sparsity": req.sparsity,
+        }
+        self._last_error = None
+        self.stats["shown"] += 1
+        return float(entry.probs[target]) if entry.probs is not None else float("nan")
+
     def _show(self, req: Request, entry: ImageEntry, target: int, e, grad, seconds) -> None:
         """Put a result on show: maps, layer panel, message."""
         sal = self._session.saliency(e)
@@ -452,20 +470,7 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
             kept = [float(s.kept_total) for s in self.layers.summary]
             self.layers.selected_site = int(np.argmax(kept))
         self._auto_site = False
-        self._explanation = e
-        self._baseline_map = None
-        self._images.shown = entry.id
-        self._shown = {
-            "image_id": entry.id,
-            "target": target,
-            "target_auto": req.target is None,
-            "method": req.method,
-            "scope": req.scope,
-            "sparsity": req.sparsity,
-        }
-        self._last_error = None
-        self.stats["shown"] += 1
-        p = float(entry.probs[target]) if entry.probs is not None else float("nan")
+        p = self._mark_shown(req, entry, target, e, None)
         text = summary_html(e, target, self.category(target), p, self.layers.summary, seconds)
         self.show_message(text + notices_html(e), "warning" if e.notices else "info")
 
