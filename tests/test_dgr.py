@@ -4,13 +4,15 @@ argument that its pathways hold dead neurons that contribution-based ones do not
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import critpath_widgets as cw
-from critpath_widgets import Cancelled, InputError, OptionError, PathwayExplainer
+from critpath_widgets import Cancelled, InputError, ModelError, OptionError, PathwayExplainer
 from critpath_widgets.engine.scorers.dgr import MOMENTUM
 from critpath_widgets.methods import LONG_METHODS, METHOD_NAMES
 
@@ -218,3 +220,31 @@ def test_dgr_pathway_holds_more_dead_neurons_than_neuron_mct():
 #: a short run for the test, before the collapse (most gates at 0, then ranked by ties)
 #: that the default steps reach; the default l1, a larger lr
 DGR_TEST_STEPS, DGR_TEST_LR = 12, 100.0
+
+
+def test_a_step_too_large_for_the_model_restarts_smaller():
+    """The default lr is tuned on the default model; where it makes the loss explode
+    (this small random CNN), the run starts again with a ten times smaller step and
+    says which it used, instead of failing on non-finite scores."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(6, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 8 * 8, 16),
+        nn.ReLU(),
+        nn.Linear(16, 10),
+    ).double()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)).double()
+    ex = PathwayExplainer(model)
+    e = ex.explain(x, 2, method="dgr", sparsity=0.5)  # the defaults: lr 60
+    dgr = ex.scorer("dgr")
+    assert dgr.lr_used < 60 and all(math.isfinite(v) for v in dgr.losses)
+    assert bool(torch.isfinite(dgr.gates).all()) and bool(e.saliency.isfinite().all())
+    with pytest.raises(ModelError, match="diverged"):
+        ex.explain(x, 2, method="dgr", lr=1e12, l1=0.0)

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ...errors import InputError
+from ...errors import InputError, ModelError
 from .. import passes
 from ..layout import SiteLayout
 from ..passes import PassState
@@ -43,6 +43,8 @@ from .base import Job, Scorer
 
 #: the SGD momentum of the authors' optimiser
 MOMENTUM = 0.9
+#: restarts with a ten times smaller step when the loss stops being finite
+RETRIES = 3
 
 
 class DGR(Scorer):
@@ -60,6 +62,8 @@ class DGR(Scorer):
         self.losses: list[float] = []
         #: the final gates of the last scoring, flat (N, total)
         self.gates: torch.Tensor | None = None
+        #: the step size the last scoring ran with (``lr``, or smaller after a divergence)
+        self.lr_used: float | None = None
 
     @classmethod
     def check_options(cls, opts: Mapping[str, Any]) -> None:
@@ -77,9 +81,25 @@ class DGR(Scorer):
 
     def score(self, job: Job) -> torch.Tensor:
         """The gates after ``steps`` SGD steps, flat (N, total) in the score pass's
-        layout (gates of one sample never see another sample's loss)."""
+        layout (gates of one sample never see another sample's loss). A run whose loss
+        stops being finite (a step too large for this model) starts again from ``init``
+        with a step ten times smaller, at most :data:`RETRIES` times (:attr:`lr_used`)."""
+        lr = float(job.opts["lr"])
+        for _ in range(RETRIES + 1):
+            scores = self._run(job, lr)
+            if scores is not None:
+                self.lr_used = lr
+                return scores
+            lr /= 10
+        raise ModelError(
+            f"DGR diverged on this model (loss not finite) down to lr={lr * 10:g}: pass a "
+            "smaller lr or l1"
+        )
+
+    def _run(self, job: Job, lr: float) -> torch.Tensor | None:
+        """One optimisation at step size ``lr``; None when the loss stops being finite."""
         st, x, first, opts = job.st, job.x, job.first, job.opts
-        steps, l1, lr = int(opts["steps"]), float(opts["l1"]), float(opts["lr"])
+        steps, l1 = int(opts["steps"]), float(opts["l1"])
         layout = first.layout
         gates = torch.full(
             (x.shape[0], layout.total), float(opts["init"]), dtype=x.dtype, device=x.device
@@ -92,6 +112,8 @@ class DGR(Scorer):
             for step in range(1, steps + 1):
                 loss, g = gated_loss_grad(st, x, first.target, gates, layout, l1)
                 self.losses.append(float(loss))
+                if not math.isfinite(self.losses[-1]):
+                    return None
                 gates.grad = g  # the optimizer reads it; the model's tensors get none
                 opt.step()
                 with torch.no_grad():
@@ -99,6 +121,8 @@ class DGR(Scorer):
                     opened += gates > 0
                 if job.progress is not None:
                     job.progress(step, steps)
+        if not bool(torch.isfinite(gates).all()):
+            return None
         self.gates = gates.detach()
         return rank_scores(self.gates, opened, steps)
 
