@@ -134,6 +134,10 @@ class LruCache:
         while len(self._data) > self.size:
             self._data.popitem(last=False)
 
+    def clear(self) -> None:
+        """Forget everything (the model changed)."""
+        self._data.clear()
+
     def drop_image(self, image_id: int) -> None:
         """Forget every key of the picture ``image_id`` (keys start with the image id)."""
         for key in [k for k in self._data if k[0] == image_id]:

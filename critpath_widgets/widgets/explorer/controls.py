@@ -63,12 +63,17 @@ class ControlsMixin:
                 self.photo_picker.value = good.sample if good is not None else None
             raise
         if is_current:
-            with self._quiet():
-                target = entry.predicted if self._target_auto else int(self.target)
-                if 0 <= target < len(entry.probs):
-                    self._sync_target_picker(target, entry)
-                if self._target_auto and self.target != target:
-                    self.target = target
+            self._refresh_target(entry)
+
+    def _refresh_target(self, entry: ImageEntry) -> None:
+        """Point the target controls at the picture's classes as now predicted (a new
+        picture, or the model changed)."""
+        with self._quiet():
+            target = entry.predicted if self._target_auto else int(self.target)
+            if 0 <= target < len(entry.probs):
+                self._sync_target_picker(target, entry)
+            if self._target_auto and self.target != target:
+                self.target = target
 
     def _on_cancelled(self, req: Request) -> None:
         """Say the request was cancelled and put the controls back to what is on show."""

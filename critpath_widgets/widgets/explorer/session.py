@@ -21,11 +21,13 @@ from ...errors import InputError
 from .caches import (
     CACHE_SIZE,
     GRADIENT_CACHE_SIZE,
+    TOP_K,
     ImageEntry,
     ImageStore,
     LruCache,
     prepare_image,
 )
+from .watch import ModelWatch
 
 
 class ExplainSession:
@@ -73,6 +75,8 @@ class ExplainSession:
         self.model: torch.nn.Module | None = None
         self.explainer: PathwayExplainer | None = None
         self.setup_error: BaseException | None = None
+        #: the model's state when the cached results were made (see :meth:`follow_model`)
+        self.watch: ModelWatch | None = None
 
     def setup(self, model: Any) -> None:
         """Take ``model``: ``None`` (the offline default), a ModelBundle (its preprocess,
@@ -98,6 +102,25 @@ class ExplainSession:
                 f"not {type(model).__name__}"
             )
         self.explainer = PathwayExplainer(self.model)
+        self.watch = ModelWatch(self.model)
+
+    def follow_model(self) -> bool:
+        """Drop every result of an earlier state of the model (explanations, maps, each
+        picture's predicted classes) if the model changed since they were made; returns
+        whether it had."""
+        if self.watch is None or not self.watch.changed():
+            return False
+        with self.lock:
+            for cache in (self.explanations, self.gradients, self.baselines):
+                cache.clear()
+            entries = [e for e in self.images.entries.values() if e.ready and e.x is not None]
+        for entry in entries:  # classify again with the model as it is now
+            logits = self.explainer.predict(entry.x)
+            probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+            entry.probs = probs
+            entry.top = [int(i) for i in np.argsort(-probs, kind="stable")[:TOP_K]]
+        self.stats["model_changed"] = self.stats.get("model_changed", 0) + 1
+        return True
 
     @property
     def methods(self) -> tuple[str, ...]:

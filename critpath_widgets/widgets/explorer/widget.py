@@ -235,6 +235,13 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
             raise TimeoutError(f"PathwayExplorer did not settle within {timeout} s")
         return True
 
+    def refresh(self) -> None:
+        """Compute the view again. Every request first checks the model against the
+        state its cached results were made with (modules, parameters and buffers, in
+        full) and drops them if it changed; call this after editing the model to see
+        the new state without touching a control."""
+        self._submit()
+
     def cancel(self) -> None:
         """Cancel the running or pending long computation (the Cancel button)."""
         if self._worker.cancel():
@@ -378,6 +385,8 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
             self._load(entry)
             if stale(req):
                 return
+        elif session.follow_model() and self._images.current == entry.id:
+            self._refresh_target(entry)  # the predicted class may be another one now
         target = session.target_for(entry, req.target)
         if is_baseline(req.method):
             self._process_baseline(req, entry, target)
