@@ -64,14 +64,14 @@ def check_out(out: str) -> Path:
     from matplotlib.backend_bases import FigureCanvasBase
 
     path = Path(out)
+    if path.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name such as {path / 'x.png'}")
     kinds = FigureCanvasBase.get_supported_filetypes()
     ext = path.suffix.lower().lstrip(".")
     if ext not in kinds:
         raise InputError(
             f"--out {out}: the file name must end in a figure format ({', '.join(sorted(kinds))})"
         )
-    if path.is_dir():
-        raise InputError(f"--out {out} is a folder; give a file name such as {path / 'x.png'}")
     folder = path.parent
     while not folder.exists():  # save_figure creates missing folders
         folder = folder.parent
@@ -311,8 +311,8 @@ def _add_explain(sub: Any) -> None:
     e.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``critpath`` command."""
+def build_parser() -> argparse.ArgumentParser:
+    """The ``critpath`` parser with its subcommands."""
     p = _Parser(prog="critpath", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     _add_explain(sub)
@@ -320,7 +320,12 @@ def main(argv: list[str] | None = None) -> int:
     from .batch.command import add_parsers
 
     add_parsers(sub)
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``critpath`` command."""
+    a = build_parser().parse_args(argv)
     try:
         if a.cmd == "samples":
             from .models import sample_images
