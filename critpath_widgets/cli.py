@@ -194,8 +194,24 @@ def _load(model: str, weights: str | None):
         ) from e
 
 
-def _explain(a: argparse.Namespace) -> int:
+def _explainer(model: Any, sites: list[Any] | None, spec: str | None) -> Any:
+    """The explainer on ``--sites``; a choice without sites in the model told as a flag."""
     from .engine import PathwayExplainer
+    from .engine.site_spec import activation_types_in
+    from .errors import ModelError
+
+    try:
+        return PathwayExplainer(model, sites=sites)
+    except ModelError as e:
+        if sites is None or "no recordable sites" not in str(e):
+            raise
+        acts = ", ".join(activation_types_in(model)) or "none"
+        raise InputError(
+            f"--sites {spec}: no such sites in the model (its activation types: {acts})"
+        ) from e
+
+
+def _explain(a: argparse.Namespace) -> int:
     from .report import explanation_figure, save_figure
 
     # every argument and path is checked before the model loads
@@ -210,7 +226,7 @@ def _explain(a: argparse.Namespace) -> int:
     bundle = _load(a.model, a.weights)
     t = resolve_target(target, bundle.categories)
     x = bundle.preprocess(image)[None]
-    ex = PathwayExplainer(bundle.model, sites=sites)
+    ex = _explainer(bundle.model, sites, a.sites)
     opts = {"progress": True} if a.method in LONG_METHODS else {}
     t0 = time.perf_counter()
     e = ex.explain(x, target=t, method=a.method, sparsity=a.sparsity, scope=a.scope, **opts)
@@ -264,7 +280,7 @@ def _add_explain(sub: Any) -> None:
     e = sub.add_parser(
         "explain",
         help="explain an image and write a figure",
-        description="Explain a classifier's answer on one image by its critical pathway, "
+        description="Explain a classifier's answer on one image by its critical pathway,\n"
         "print the top classes and the pathway's numbers, and write the figure.",
         epilog=EXPLAIN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -282,7 +298,12 @@ def _add_explain(sub: Any) -> None:
         help="state-dict file for torchvision models, or 'random' for untrained weights "
         "(default: the model's pretrained weights)",
     )
-    e.add_argument("--method", default="neuron_mct", choices=METHODS, help="neuron scoring")
+    e.add_argument(
+        "--method",
+        default="neuron_mct",
+        choices=METHODS,
+        help="how neurons are scored (default neuron_mct)",
+    )
     e.add_argument(
         "--sparsity",
         type=float,
@@ -307,7 +328,12 @@ def _add_explain(sub: Any) -> None:
         help="comma-separated sites: torch.nn types (ReLU,GELU), module names or "
         "functions (F.relu) (default: the activations)",
     )
-    e.add_argument("-o", "--out", default="pathway.png", help="figure file, format from the suffix")
+    e.add_argument(
+        "-o",
+        "--out",
+        default="pathway.png",
+        help="figure file, format from the suffix (default pathway.png)",
+    )
     e.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
 
 

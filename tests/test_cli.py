@@ -120,6 +120,7 @@ def test_unwritable_out_folder(monkeypatch, tmp_path, no_load, capsys):
         (["--target", "zebra"], "not a class name"),
         (["--target", "cat"], "several classes: 8 'tabby cat', 9 'tiger cat'"),
         (["--sites", "layer1.9.relu"], "layer1.9.relu"),
+        (["--sites", "GELU"], "activation types: ReLU"),
     ],
 )
 def test_mistakes_found_after_loading_are_one_line(
