@@ -1,6 +1,6 @@
 """Command line: explain a photo with its critical pathway and write the figure to a file.
 
-critpath explain coffee --out pathway.png
+critpath explain coffee -o pathway.png
 critpath explain my_photo.jpg --method neuron_intgrad --sparsity 0.9
 critpath evaluate photos/ --methods gradient,pathway_mct --metrics deletion --out results.jsonl
 critpath summarize results.jsonl
@@ -9,13 +9,35 @@ critpath summarize results.jsonl
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any, NoReturn
 
 from .engine import METHODS, SCOPES
-from .errors import CritpathError, InputError
+from .errors import CritpathError, InputError, WeightsDownloadError
 from .methods import LONG_METHODS
+
+EXPLAIN_EXAMPLES = """\
+examples:
+  critpath explain coffee -o pathway.png
+  critpath explain my_photo.jpg --method neuron_intgrad --sparsity 0.9 -o photo.pdf
+  critpath explain chelsea --target "tabby" --scope layer --json
+  critpath explain coffee --sites ReLU6,F.relu
+  critpath explain coffee --model resnet18 --weights resnet18.pth
+  critpath explain coffee --model resnet18 --weights random   # offline, untrained
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``critpath: error: ...`` and a pointer to --help, then exit 2."""
+        self.exit(2, f"critpath: error: {message} (see {self.prog} --help)\n")
 
 
 def _load_image(spec: str):
@@ -37,55 +59,299 @@ def _load_image(spec: str):
         raise InputError(f"cannot read {p} as an image: {e}") from e
 
 
-def _explain(a: argparse.Namespace) -> int:
+def check_out(out: str) -> Path:
+    """The figure path, if matplotlib can write its format and its folder is writable."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path = Path(out)
+    if path.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name such as {path / 'x.png'}")
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    ext = path.suffix.lower().lstrip(".")
+    if ext not in kinds:
+        raise InputError(
+            f"--out {out}: the file name must end in a figure format ({', '.join(sorted(kinds))})"
+        )
+    folder = path.parent
+    while not folder.exists():  # save_figure creates missing folders
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"--out {out}: {folder} is not a folder")
+    try:  # os.access says yes to root on a read-only file system; a probe file does not
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError:
+        raise InputError(f"--out {out}: the folder {folder} is not writable") from None
+    return path
+
+
+def parse_sites(spec: str | None) -> list[Any] | None:
+    """``--sites``: module types of torch.nn (ReLU), functions (F.relu) or module names."""
+    if spec is None:
+        return None
+    import torch.nn.functional as F
+    from torch import nn
+
+    from .engine.functional import FUNCTION_KINDS
+
+    entries = [s.strip() for s in spec.split(",") if s.strip()]
+    if not entries:
+        raise InputError("--sites needs at least one entry, such as ReLU or F.relu")
+    sites: list[Any] = []
+    for s in entries:
+        if s.startswith("F."):
+            f = getattr(F, s[2:], None)
+            if f is None or f not in FUNCTION_KINDS:
+                known = sorted({f"F.{k}" for k in FUNCTION_KINDS.values()})
+                raise InputError(f"--sites: {s} is not an activation function ({', '.join(known)})")
+            sites.append(f)
+            continue
+        t = getattr(nn, s, None)
+        if isinstance(t, type) and issubclass(t, nn.Module):
+            sites.append(t)
+        elif s[0].isupper():
+            raise InputError(f"--sites: {s} is not a module type of torch.nn (say ReLU, GELU)")
+        else:
+            sites.append(s)  # a module name, looked up in the model once it is loaded
+    return sites
+
+
+def parse_target(spec: str | None) -> int | str | None:
+    """``--target``: a class index (int) or a class name (str, matched after loading)."""
+    if spec is None:
+        return None
+    try:
+        index = int(spec)
+    except ValueError:
+        if not spec.strip():
+            raise InputError("--target needs a class index or name") from None
+        return spec.strip()
+    if index < 0:
+        raise InputError(f"--target {index}: a class index is 0 or more")
+    return index
+
+
+def resolve_target(target: int | str | None, categories: list[str]) -> int | None:
+    """The class index of ``--target``: index in range, or a name matched exactly or as
+    the one class name containing it (case-insensitive)."""
+    if target is None:
+        return None
+    n = len(categories)
+    if isinstance(target, int):
+        if target >= n:
+            raise InputError(f"--target {target} is not a class index of the model (0..{n - 1})")
+        return target
+    key = target.lower()
+    exact = [i for i, c in enumerate(categories) if c.lower() == key]
+    found = exact or [i for i, c in enumerate(categories) if key in c.lower()]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        import difflib
+
+        lower = {c.lower(): i for i, c in enumerate(categories)}
+        close = difflib.get_close_matches(key, list(lower), n=5, cutoff=0.6)
+        hint = ", ".join(f"{lower[c]} {categories[lower[c]]!r}" for c in close)
+        raise InputError(
+            f"--target {target!r} is not a class name of the model"
+            + (f"; close: {hint}" if hint else "")
+        )
+    shown = ", ".join(f"{i} {categories[i]!r}" for i in found[:5])
+    more = f", ... ({len(found)} in all)" if len(found) > 5 else ""
+    raise InputError(f"--target {target!r} matches several classes: {shown}{more}")
+
+
+def _check_model(model: str, weights: str | None) -> None:
+    """Model name and ``--weights`` checked before anything loads."""
+    import torchvision
+
+    lite = model in ("efficientnet_lite0", "efficientnet-lite0")
+    if lite and weights not in (None, "random"):
+        raise InputError(
+            "efficientnet_lite0 ships its weights: leave out --weights (or --weights random)"
+        )
+    if not lite and model not in torchvision.models.list_models(module=torchvision.models):
+        raise InputError(
+            f"unknown --model {model!r}: use efficientnet_lite0 or a torchvision "
+            "classification model such as resnet50, vgg16, mobilenet_v2"
+        )
+    if weights not in (None, "random") and not Path(weights).is_file():
+        raise InputError(f"--weights {weights}: file not found")
+
+
+def _load(model: str, weights: str | None):
+    """The model bundle; torchvision's failed download told as CLI flags."""
+    from . import models
+
+    try:
+        return models.load_model(model, weights=weights)
+    except WeightsDownloadError as e:
+        raise InputError(
+            f"could not download torchvision's weights for {model} ({e.reason}); offline, "
+            "pass --weights PATH (a saved state dict) or --weights random (untrained)"
+        ) from e
+
+
+def _explainer(model: Any, sites: list[Any] | None, spec: str | None) -> Any:
+    """The explainer on ``--sites``; a choice without sites in the model told as a flag."""
     from .engine import PathwayExplainer
-    from .models import load_model
+    from .engine.site_spec import activation_types_in
+    from .errors import ModelError
+
+    try:
+        return PathwayExplainer(model, sites=sites)
+    except ModelError as e:
+        if sites is None or "no recordable sites" not in str(e):
+            raise
+        acts = ", ".join(activation_types_in(model)) or "none"
+        raise InputError(
+            f"--sites {spec}: no such sites in the model (its activation types: {acts})"
+        ) from e
+
+
+def _explain(a: argparse.Namespace) -> int:
     from .report import explanation_figure, save_figure
 
-    bundle = load_model(a.model, weights=a.weights)
+    # every argument and path is checked before the model loads
+    if not 0.0 <= a.sparsity < 1.0:
+        raise InputError(f"--sparsity must be in [0, 1), got {a.sparsity}")
+    target = parse_target(a.target)
+    sites = parse_sites(a.sites)
+    out = check_out(a.out)
+    _check_model(a.model, a.weights)
     image = _load_image(a.image)
+
+    bundle = _load(a.model, a.weights)
+    t = resolve_target(target, bundle.categories)
     x = bundle.preprocess(image)[None]
-    ex = PathwayExplainer(bundle.model)
+    ex = _explainer(bundle.model, sites, a.sites)
     opts = {"progress": True} if a.method in LONG_METHODS else {}
     t0 = time.perf_counter()
-    e = ex.explain(x, target=a.target, method=a.method, sparsity=a.sparsity, scope=a.scope, **opts)
+    e = ex.explain(x, target=t, method=a.method, sparsity=a.sparsity, scope=a.scope, **opts)
     dt = time.perf_counter() - t0
     g = ex.gradient(x, e.target)
     probs = e.logits.softmax(dim=1)[0]
-    top = probs.topk(5)
+    top = probs.topk(min(5, probs.numel()))
+    t = int(e.target[0])
+    kept = int(e.pathway.kept[0])
+    fig = explanation_figure(bundle.crop(image), e, g, bundle.categories)
+    try:
+        written = save_figure(fig, out)
+    except OSError as err:
+        raise InputError(f"could not write {out}: {err.strerror or err}") from err
+    if a.json:
+        record = {
+            "model": bundle.name,
+            "image": a.image,
+            "target": t,
+            "target_name": bundle.categories[t],
+            "top5": [
+                {"index": i, "name": bundle.categories[i], "prob": p}
+                for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+            ],
+            "method": a.method,
+            "sparsity": a.sparsity,
+            "scope": a.scope,
+            "kept": kept,
+            "neurons": int(e.pathway.neurons),
+            "logit": float(e.logits[0, t]),
+            "pathway_logit": float(e.pathway_logits[0, t]),
+            "seconds": dt,
+            "out": str(written),
+        }
+        print(json.dumps(record))
+        return 0
     print(f"model {bundle.name}, image {a.image}")
     for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True):
         print(f"  {p:6.3f}  {bundle.categories[i]}")
-    t = int(e.target[0])
-    kept = int(e.pathway.kept[0])
     print(
         f"explained {bundle.categories[t]!r} with {a.method} in {dt:.2f} s: pathway keeps "
         f"{kept:,} of {e.pathway.neurons:,} neurons ({a.scope}); target logit "
         f"{float(e.logits[0, t]):.2f} -> {float(e.pathway_logits[0, t]):.2f} on the pathway"
     )
-    fig = explanation_figure(bundle.crop(image), e, g, bundle.categories)
-    print(f"wrote {save_figure(fig, a.out)}")
+    print(f"wrote {written}")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``critpath`` command."""
-    p = argparse.ArgumentParser(prog="critpath", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    e = sub.add_parser("explain", help="explain an image and write a figure")
+def _add_explain(sub: Any) -> None:
+    """The explain subcommand, on the CLI's subparsers."""
+    e = sub.add_parser(
+        "explain",
+        help="explain an image and write a figure",
+        description="Explain a classifier's answer on one image by its critical pathway,\n"
+        "print the top classes and the pathway's numbers, and write the figure.",
+        epilog=EXPLAIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     e.add_argument("image", nargs="?", default="coffee", help="image file or sample name")
-    e.add_argument("--model", default="efficientnet_lite0")
-    e.add_argument("--weights", default=None, help="state-dict file for torchvision models")
-    e.add_argument("--method", default="neuron_mct", choices=METHODS)
-    e.add_argument("--sparsity", type=float, default=0.7)
-    e.add_argument("--scope", default="global", choices=SCOPES)
-    e.add_argument("--target", type=int, default=None, help="class index (default: predicted)")
-    e.add_argument("--out", default="pathway.png")
+    e.add_argument(
+        "--model",
+        default="efficientnet_lite0",
+        help="efficientnet_lite0 (offline ImageNet weights) or a torchvision model name",
+    )
+    e.add_argument(
+        "--weights",
+        default=None,
+        metavar="PATH|random",
+        help="state-dict file for torchvision models, or 'random' for untrained weights "
+        "(default: the model's pretrained weights)",
+    )
+    e.add_argument(
+        "--method",
+        default="neuron_mct",
+        choices=METHODS,
+        help="how neurons are scored (default neuron_mct)",
+    )
+    e.add_argument(
+        "--sparsity",
+        type=float,
+        default=0.7,
+        help="share of neurons removed from the pathway, in [0, 1) (default 0.7)",
+    )
+    e.add_argument(
+        "--scope",
+        default="global",
+        choices=SCOPES,
+        help="global: one threshold over all sites; layer: the same share per site",
+    )
+    e.add_argument(
+        "--target",
+        default=None,
+        metavar="NAME|INDEX",
+        help="class to explain: index or (part of) a class name (default: predicted)",
+    )
+    e.add_argument(
+        "--sites",
+        default=None,
+        help="comma-separated sites: torch.nn types (ReLU,GELU), module names or "
+        "functions (F.relu) (default: the activations)",
+    )
+    e.add_argument(
+        "-o",
+        "--out",
+        default="pathway.png",
+        help="figure file, format from the suffix (default pathway.png)",
+    )
+    e.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``critpath`` parser with its subcommands."""
+    p = _Parser(prog="critpath", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    _add_explain(sub)
     sub.add_parser("samples", help="list the sample photos")
     from .batch.command import add_parsers
 
     add_parsers(sub)
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``critpath`` command."""
+    a = build_parser().parse_args(argv)
     try:
         if a.cmd == "samples":
             from .models import sample_images
@@ -98,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             return command.evaluate(a) if a.cmd == "evaluate" else command.summarize(a)
         return _explain(a)
     except CritpathError as err:
-        print(f"critpath: error: {err}", file=sys.stderr)
+        print(f"critpath: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
 
 

@@ -19,6 +19,15 @@ class ModelError(CritpathError, ValueError):
     """The model cannot be explained as given (no recordable sites, odd output...)."""
 
 
+class WeightsDownloadError(ModelError):
+    """torchvision's pretrained weights could not be downloaded (offline, say)."""
+
+    def __init__(self, message: str, model: str, reason: str) -> None:
+        super().__init__(message)
+        self.model = model
+        self.reason = reason
+
+
 class OptionError(CritpathError, ValueError):
     """An unknown method, scope, granularity or keyword option."""
 
@@ -44,6 +53,7 @@ __all__ = [
     "InputTypeError",
     "ModelError",
     "OptionError",
+    "WeightsDownloadError",
     "Cancelled",
     "FoldingWarning",
     "SiteWarning",

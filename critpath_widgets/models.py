@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .errors import InputError, InputTypeError, ModelError
+from .errors import InputError, InputTypeError, ModelError, WeightsDownloadError
 
 DEFAULT_MODEL = "efficientnet_lite0"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -141,9 +141,12 @@ def _torchvision_model(name: str, weights: str | os.PathLike | None) -> ModelBun
         try:
             model = torchvision.models.get_model(name, weights="DEFAULT")
         except Exception as e:  # network errors come in many types
-            raise ModelError(
-                f"could not download torchvision's weights for {name} ({type(e).__name__}: {e}). "
-                "Offline, pass weights=PATH to a saved state dict, or weights='random'."
+            reason = f"{type(e).__name__}: {e}"
+            raise WeightsDownloadError(
+                f"could not download torchvision's weights for {name} ({reason}). "
+                "Offline, pass weights=PATH to a saved state dict, or weights='random'.",
+                name,
+                reason,
             ) from e
     else:
         path = Path(weights)
