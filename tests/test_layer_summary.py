@@ -46,6 +46,7 @@ def test_frame_values_equal_the_summaries_fields(summary):
     assert list(frame.index) == [s.index for s in summary]
     assert list(frame.columns) == [
         "name",
+        "kind",
         "shape",
         "neurons",
         "kept",
@@ -57,6 +58,7 @@ def test_frame_values_equal_the_summaries_fields(summary):
     for s, (i, row) in zip(summary, frame.iterrows(), strict=True):
         assert i == s.index
         assert row["name"] == s.name and tuple(row["shape"]) == tuple(s.shape)
+        assert row["kind"] == s.kind == "ReLU"
         assert row["neurons"] == s.neurons and row["kept"] == s.kept
         assert row["total"] == s.total and row["kept_total"] == s.kept_total
         assert row["kept_pct"] == pytest.approx(100 * s.kept / s.neurons)

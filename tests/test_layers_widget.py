@@ -179,3 +179,26 @@ def test_linear_site_has_channels_but_no_map():
     w.selected_site = 0
     assert tuple(w.overlay.shape) == (16, 16)
     assert w.overlay.message == ""
+
+
+def test_site_kind_is_shown_before_its_path():
+    """A site says what it is (module type, or the function called in forward), since
+    its module path may not (EfficientNet-Lite0 keeps ReLU6 modules as ``_swish``)."""
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+            self._swish = torch.nn.ReLU6()
+            self.fc = torch.nn.Linear(4 * 6 * 6, 3)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self._swish(self.conv(x))).flatten(1))
+
+    e = PathwayExplainer(Net()).explain(torch.randn(1, 3, 8, 8))
+    assert [s.kind for s in e.layer_summary()] == e.site_kinds == ["ReLU6", "F.relu"]
+    w = LayerContributions(e)
+    w._on_bar_hover(w.bars, {"event": "hover", "data": {"index": 0}})
+    assert "site 0</b> · ReLU6 _swish" in w._bar_tip.value
+    w.selected_site = 1
+    assert "site 1</b> · F.relu <code>F.relu</code>" in w.details.value

@@ -284,6 +284,7 @@ class Explanation:
         def channel_kept(i: int) -> Callable[[], torch.Tensor]:
             return lambda: layout.by_channel(spans[i] * wspans[i], i).sum(dim=-1).cpu()
 
+        kinds = self.site_kinds
         summaries = (
             SiteSummary(
                 index=i,
@@ -297,6 +298,7 @@ class Explanation:
                 _channel_kept=channel_kept(i),
                 grid=grids[i],
                 class_token_total=cls.get(i),
+                kind=kinds[i] if i < len(kinds) else "",
             )
             for i in range(len(layout))
         )

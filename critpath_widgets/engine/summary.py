@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("index", "index"),
     ("name", "site"),
+    ("kind", "kind"),
     ("shape", "shape"),
     ("neurons", "neurons"),
     ("kept", "kept"),
@@ -50,6 +51,8 @@ class SiteSummary:
     grid: SiteGrid | None = field(default=None, repr=False)
     #: contribution of the class token of a token site (left out of its map), else None
     class_token_total: float | None = None
+    #: what the site is: its module type ("ReLU6") or the function called ("F.relu")
+    kind: str = ""
 
     @property
     def channel_kept(self) -> torch.Tensor:

@@ -53,6 +53,13 @@ def _np(x: Any) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
+def _kind(s: object) -> str:
+    """ " · ReLU6": what a site is, before its module path (which may say otherwise, such
+    as EfficientNet-Lite0's ``_swish`` attributes that hold ReLU6 modules)."""
+    kind = getattr(s, "kind", "")
+    return f" · {html.escape(kind)}" if kind else ""
+
+
 def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
@@ -324,7 +331,7 @@ class LayerContributions(widgets.VBox):
                 "contribution (not on the patch grid, so not in the map)."
             )
         self.details.value = (
-            f"<b>site {index}</b> <code>{html.escape(str(s.name))}</code> ({shape}): "
+            f"<b>site {index}</b>{_kind(s)} <code>{html.escape(str(s.name))}</code> ({shape}): "
             f"kept {s.kept:,} of {s.neurons:,} neurons ({frac:.1%}); "
             f"contribution kept {_fmt(float(s.kept_total))} of {_fmt(float(s.total))} "
             f"({kept_share:.0%}); {int(in_path.sum())} of {n_ch} channels in the "
@@ -386,7 +393,7 @@ class LayerContributions(widgets.VBox):
             return
         s = self._summary[int(index)]
         self._bar_tip.value = (
-            f"<b>site {int(index)}</b> {html.escape(str(s.name))}<br>"
+            f"<b>site {int(index)}</b>{_kind(s)} {html.escape(str(s.name))}<br>"
             f"neurons kept {s.kept:,} / {s.neurons:,}<br>"
             f"contribution kept {_fmt(float(s.kept_total))} / {_fmt(float(s.total))}"
         )
