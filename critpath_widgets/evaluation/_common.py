@@ -10,44 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputError, InputTypeError, OptionError
+from ..errors import InputError, InputTypeError
 
 #: a map function: (model, x, target) -> (N, C, H, W) saliency
 MapFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-Explainers = dict[int, tuple[nn.Module, Any]]
-
-
-def _fallback(method: str, explainers: Explainers) -> MapFn:
-    """The engine's map function of ``method`` ("gradient": the plain input gradient;
-    "pathway_mct": the NeuronMCT pathway gradient at the engine's default sparsity), using
-    one explainer per model from ``explainers`` (a new one folds the BatchNorms and checks
-    the fold with extra passes; a kept one refolds only the pairs whose tensors changed,
-    so a cascade refolds one pair a step)."""
-    from ..engine import PathwayExplainer
-
-    def fn(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        held = explainers.get(id(model))
-        # an entry holds its model, so no other object can take its id meanwhile
-        if held is None or held[0] is not model:
-            held = explainers[id(model)] = (model, PathwayExplainer(model))
-        ex = held[1]
-        return ex.gradient(x, target) if method == "gradient" else ex.explain(x, target).saliency
-
-    fn.__name__ = method
-    return fn
-
-
-#: what a method name means when ``critpath_widgets.attribute`` is not there
-FALLBACK_METHODS: tuple[str, ...] = ("gradient", "pathway_mct")
-
-
-def _attribute() -> Callable[..., Any] | None:
-    """``critpath_widgets.attribute`` when this version has it (imported lazily)."""
-    import critpath_widgets
-
-    return getattr(critpath_widgets, "attribute", None)
 
 
 def as_map(out: Any) -> torch.Tensor:
@@ -59,43 +25,35 @@ def as_map(out: Any) -> torch.Tensor:
     return out.detach()
 
 
-def resolve_method(method: str | MapFn, explainers: Explainers | None = None) -> tuple[str, MapFn]:
-    """(name, map function) of a method given by name or as ``f(model, x, target)``;
-    engine methods keep their explainers in ``explainers`` (shared by one call's methods,
-    dropped with it)."""
+def resolve_method(method: str | MapFn) -> tuple[str, MapFn]:
+    """(name, map function) of a method given by name (:func:`critpath_widgets.attribute`'s
+    methods; its explainer cache keeps one explainer per model across the calls) or as
+    ``f(model, x, target)``."""
     if callable(method):
         return getattr(method, "__name__", type(method).__name__), method
     if not isinstance(method, str):
         raise InputTypeError(
             f"a method is a name or a callable f(model, x, target), got {type(method).__name__}"
         )
-    attribute = _attribute()
-    if attribute is not None:
+    from ..attribution import attribute
 
-        def via_attribute(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            return as_map(attribute(model, x, method, target=target))
+    def via_attribute(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return as_map(attribute(model, x, method, target=target))
 
-        return method, via_attribute
-    if method not in FALLBACK_METHODS:
-        raise OptionError(
-            f"unknown method {method!r}; without critpath_widgets.attribute the methods are "
-            f"{', '.join(FALLBACK_METHODS)} (or pass a callable f(model, x, target))"
-        )
-    return method, _fallback(method, {} if explainers is None else explainers)
+    return method, via_attribute
 
 
 def resolve_methods(methods: Any) -> dict[str, MapFn]:
     """Methods given as one name or callable, a sequence of them, or a name -> method
-    mapping, as name -> map function (names unique; engine methods share explainers)."""
-    explainers: Explainers = {}
+    mapping, as name -> map function (names unique)."""
     if isinstance(methods, Mapping):
-        items = [(str(k), resolve_method(v, explainers)[1]) for k, v in methods.items()]
+        items = [(str(k), resolve_method(v)[1]) for k, v in methods.items()]
     else:
         if isinstance(methods, str) or callable(methods):
             methods = [methods]
         if not isinstance(methods, Sequence) or not methods:
             raise InputError("methods must be a method, or a non-empty list or dict of them")
-        items = [resolve_method(m, explainers) for m in methods]
+        items = [resolve_method(m) for m in methods]
     out = dict(items)
     if len(out) != len(items):
         raise InputError(f"method names must be unique, got {[k for k, _ in items]}")

@@ -188,17 +188,23 @@ def prepare_image(
             logits = model(x)
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
         raise InputError("the model must return logits of shape (1, classes)")
-    probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
     if pil is not None and crop is not None:
         display = crop(pil).convert("RGB")
     else:
         display = tensor_to_display(x)
     entry.x = x
     entry.display = display
-    entry.probs = probs
-    entry.top = [int(i) for i in np.argsort(-probs, kind="stable")[:TOP_K]]
+    classify(entry, logits)
     entry.ready = True
     entry.source = None  # free the raw bytes
+
+
+def classify(entry: ImageEntry, logits: torch.Tensor) -> None:
+    """Set the picture's class probabilities and its :data:`TOP_K` classes from the
+    model's (1, classes) logits."""
+    probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+    entry.probs = probs
+    entry.top = [int(i) for i in np.argsort(-probs, kind="stable")[:TOP_K]]
 
 
 def tensor_to_display(x: torch.Tensor) -> Image.Image:

@@ -21,10 +21,10 @@ from ...errors import InputError
 from .caches import (
     CACHE_SIZE,
     GRADIENT_CACHE_SIZE,
-    TOP_K,
     ImageEntry,
     ImageStore,
     LruCache,
+    classify,
     prepare_image,
 )
 from .watch import ModelWatch
@@ -115,10 +115,7 @@ class ExplainSession:
                 cache.clear()
             entries = [e for e in self.images.entries.values() if e.ready and e.x is not None]
         for entry in entries:  # classify again with the model as it is now
-            logits = self.explainer.predict(entry.x)
-            probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
-            entry.probs = probs
-            entry.top = [int(i) for i in np.argsort(-probs, kind="stable")[:TOP_K]]
+            classify(entry, self.explainer.predict(entry.x))
         self.stats["model_changed"] = self.stats.get("model_changed", 0) + 1
         return True
 
