@@ -132,7 +132,8 @@ class LayerSummary(list):
                 continue
             s = self[i]
             lines.append(
-                f"  {s.index:>3} {s.label} ({s.name})  {tuple(s.shape)}  kept {s.kept}/{s.neurons}, "
+                f"  {s.index:>3} {s.label} ({s.name})  {tuple(s.shape)}  "
+                f"kept {s.kept}/{s.neurons}, "
                 f"contribution {s.kept_total:.4g} of {s.total:.4g} "
                 f"({_share(s.kept_total, s.total)})"
             )

@@ -1,0 +1,162 @@
+"""The layer panel's site chart: stacked bars per site (kept, removed) that can be hit.
+
+Most sites of a model hold a small share of the contribution, so their bars are a pixel
+or two tall. Two bqplot ``Bars`` marks share the scales: the visible stacked bars (no
+interaction) and, on top, one transparent *hit bar* per site spanning the whole height
+of the chart with no gap between sites, which takes the clicks and the hovers. A click
+anywhere in a site's column selects it; the selected column is shaded.
+
+The y axis is linear or logarithmic (:meth:`SiteChart.set_data`'s ``log``). A log scale
+cannot show 0, so there the bars start at a floor below the smallest positive total
+(half of it) and values under it are drawn at the floor: the shown heights differ from
+the contributions only below that floor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import bqplot as bq
+import ipywidgets as widgets
+import numpy as np
+
+from ..report import KEPT_COLOR, REMOVED_COLOR
+
+#: at most this many x ticks (the first site of a group: stem, block N, head)
+MAX_TICKS = 12
+#: the selected column's shading (the hit bars are otherwise fully transparent)
+SELECTED_COLUMN = {"opacity": 0.12}
+
+
+def log_floor(total: np.ndarray) -> float:
+    """The bottom of the log axis: half the smallest positive total (1.0 without any)."""
+    positive = total[total > 0]
+    return float(positive.min()) / 2.0 if positive.size else 1.0
+
+
+def stacked_rows(
+    kept: np.ndarray, removed: np.ndarray, log: bool
+) -> tuple[np.ndarray, float, float]:
+    """(2, n) rows for bqplot's stacked bars, their base and the top of the chart.
+
+    bqplot stacks each row's ``value - base`` on the previous one, from ``base``. Linear:
+    base 0, rows (kept, removed). Log: base = :func:`log_floor`, rows chosen so that
+    the kept part ends at max(kept, floor) and the bar at max(total, floor).
+    """
+    total = kept + removed
+    if not log:
+        top = float(total.max()) if total.size and total.max() > 0 else 1.0
+        return np.vstack([kept, removed]), 0.0, top
+    floor = log_floor(total)
+    total_shown = np.maximum(total, floor)
+    kept_shown = np.minimum(np.maximum(kept, floor), total_shown)
+    rows = np.vstack([kept_shown, total_shown - kept_shown + floor])
+    top = float(total_shown.max()) if total.size else floor * 10.0
+    return rows, floor, top
+
+
+def group_starts(labels: Sequence[str]) -> list[int]:
+    """Indices of the first site of each group ("stem", "block 3", ...), thinned to at
+    most :data:`MAX_TICKS`: where the x axis is ticked."""
+    starts = [
+        i
+        for i, label in enumerate(labels)
+        if i == 0 or label.split(" · ")[0] != labels[i - 1].split(" · ")[0]
+    ]
+    if len(starts) <= 1:  # one group (or none): evenly spaced sites instead
+        starts = list(range(len(labels)))
+    step = max(1, int(np.ceil(len(starts) / MAX_TICKS)))
+    return starts[::step]
+
+
+class SiteChart:
+    """The bqplot figure of the site chart and its marks (see the module docstring)."""
+
+    def __init__(self, tooltip: widgets.Widget) -> None:
+        self.xs = bq.OrdinalScale()
+        self.linear = bq.LinearScale(min=0.0)
+        self.logarithmic = bq.LogScale()
+        self.bars = bq.Bars(
+            x=np.zeros(0),
+            y=np.zeros((2, 0)),
+            scales={"x": self.xs, "y": self.linear},
+            type="stacked",
+            colors=[KEPT_COLOR, REMOVED_COLOR],
+            labels=["kept by the pathway", "removed"],
+            display_legend=True,
+            padding=0.15,
+            selected_style={"stroke": "black", "stroke-width": 2},
+            unselected_style={"opacity": 0.55},
+        )
+        # invariant: one hit bar per site, full height, no padding: every point of the
+        # plot area above the x axis lies in exactly one site's column
+        self.hits = bq.Bars(
+            x=np.zeros(0),
+            y=np.zeros(0),
+            scales={"x": self.xs, "y": self.linear},
+            colors=["black"],
+            opacities=[0.0],
+            padding=0.0,
+            interactions={"click": "select", "hover": "tooltip"},
+            selected_style=SELECTED_COLUMN,
+            tooltip=tooltip,
+        )
+        self.x_axis = bq.Axis(
+            scale=self.xs, label="site (call order)", tick_rotate=-25, label_offset="60px"
+        )
+        self.y_axis = bq.Axis(
+            scale=self.linear, side="left", label="contribution", tick_format="~s"
+        )
+        self.figure = bq.Figure(
+            marks=[self.bars, self.hits],
+            axes=[self.x_axis, self.y_axis],
+            title="Contribution per site (click a site's column)",
+            legend_location="top-right",
+            fig_margin={"top": 40, "bottom": 75, "left": 60, "right": 10},
+            layout=widgets.Layout(width="100%", height="290px"),
+        )
+        self.figure.add_class("critpath-layer-chart")
+
+    def set_data(
+        self, kept: np.ndarray, removed: np.ndarray, labels: Sequence[str], log: bool
+    ) -> None:
+        """Show one stacked bar per site, x labelled by the sites' (distinct) labels."""
+        n = len(labels)
+        rows, base, top = stacked_rows(kept, removed, log)
+        scale = self.logarithmic if log else self.linear
+        x = np.asarray(labels, dtype=str) if n else np.zeros(0)
+        if not n:
+            rows = np.zeros((2, 0))
+        with self.bars.hold_sync(), self.hits.hold_sync(), self.y_axis.hold_sync():
+            self.bars.scales = {"x": self.xs, "y": scale}
+            self.hits.scales = {"x": self.xs, "y": scale}
+            self.y_axis.scale = scale
+            self.bars.base = base
+            self.hits.base = base
+            self.bars.x = x
+            self.bars.y = rows
+            self.hits.x = x
+            self.hits.y = np.full(n, top)
+        self.x_axis.tick_values = x[group_starts(list(labels))] if n else np.zeros(0)
+
+    def select(self, index: int) -> None:
+        """Mark ``index`` as selected in both marks (-1: none)."""
+        value = None if index < 0 else [index]
+        self.bars.selected = value
+        self.hits.selected = value
+
+    def widgets(self) -> list[widgets.Widget]:
+        """Every widget this chart made, for closing."""
+        return [
+            self.bars,
+            self.hits,
+            self.x_axis,
+            self.y_axis,
+            self.figure,
+            self.xs,
+            self.linear,
+            self.logarithmic,
+        ]
+
+
+__all__ = ["SiteChart", "group_starts", "log_floor", "stacked_rows"]
