@@ -22,8 +22,9 @@ import numpy as np
 
 from ..report import KEPT_COLOR, REMOVED_COLOR
 
-#: at most this many x ticks (the first site of a group: stem, block N, head)
-MAX_TICKS = 12
+#: at most this many x ticks, each a site's label (bqplot spaces an ordinal axis's ticks
+#: evenly and ignores ``tick_values`` there)
+MAX_TICKS = 8
 #: the selected column's shading (the hit bars are otherwise fully transparent)
 SELECTED_COLUMN = {"opacity": 0.12}
 
@@ -53,20 +54,6 @@ def stacked_rows(
     rows = np.vstack([kept_shown, total_shown - kept_shown + floor])
     top = float(total_shown.max()) if total.size else floor * 10.0
     return rows, floor, top
-
-
-def group_starts(labels: Sequence[str]) -> list[int]:
-    """Indices of the first site of each group ("stem", "block 3", ...), thinned to at
-    most :data:`MAX_TICKS`: where the x axis is ticked."""
-    starts = [
-        i
-        for i, label in enumerate(labels)
-        if i == 0 or label.split(" · ")[0] != labels[i - 1].split(" · ")[0]
-    ]
-    if len(starts) <= 1:  # one group (or none): evenly spaced sites instead
-        starts = list(range(len(labels)))
-    step = max(1, int(np.ceil(len(starts) / MAX_TICKS)))
-    return starts[::step]
 
 
 class SiteChart:
@@ -102,7 +89,11 @@ class SiteChart:
             tooltip=tooltip,
         )
         self.x_axis = bq.Axis(
-            scale=self.xs, label="site (call order)", tick_rotate=-25, label_offset="60px"
+            scale=self.xs,
+            label="site (call order)",
+            num_ticks=MAX_TICKS,
+            tick_rotate=-35,
+            label_offset="80px",
         )
         self.y_axis = bq.Axis(
             scale=self.linear, side="left", label="contribution", tick_format="~s"
@@ -112,8 +103,8 @@ class SiteChart:
             axes=[self.x_axis, self.y_axis],
             title="Contribution per site (click a site's column)",
             legend_location="top-right",
-            fig_margin={"top": 40, "bottom": 75, "left": 60, "right": 10},
-            layout=widgets.Layout(width="100%", height="290px"),
+            fig_margin={"top": 40, "bottom": 95, "left": 60, "right": 10},
+            layout=widgets.Layout(width="100%", height="310px"),
         )
         self.figure.add_class("critpath-layer-chart")
 
@@ -137,7 +128,6 @@ class SiteChart:
             self.bars.y = rows
             self.hits.x = x
             self.hits.y = np.full(n, top)
-        self.x_axis.tick_values = x[group_starts(list(labels))] if n else np.zeros(0)
 
     def select(self, index: int) -> None:
         """Mark ``index`` as selected in both marks (-1: none)."""
@@ -159,4 +149,4 @@ class SiteChart:
         ]
 
 
-__all__ = ["SiteChart", "group_starts", "log_floor", "stacked_rows"]
+__all__ = ["SiteChart", "log_floor", "stacked_rows"]

@@ -305,9 +305,10 @@ class LayerContributions(widgets.VBox):
             self._channel_order = np.zeros(0, dtype=np.int64)
             self._channel_values = np.zeros(0)
             self._channel_pathway = np.zeros(0, dtype=bool)
-            # no site: no channel ticks either (an empty scale would tick "0 0 1 1 1")
-            self._channel_x_axis.tick_values = np.zeros(0)
-            self.channel_figure.axes[1].tick_values = np.zeros(0)
+            # no site: no channel axes either (an empty scale would tick "0 0 1 1 1",
+            # and bqplot takes empty tick_values as "choose them yourself")
+            for axis in self.channel_figure.axes:
+                axis.visible = False
             self.channel_figure.title = NO_SITE_TITLE
             self._set_overlay(
                 None, "Select a site to see its spatial contribution map.", NO_SITE_LABEL
@@ -334,8 +335,8 @@ class LayerContributions(widgets.VBox):
         with self.channel_bars.hold_sync():
             self.channel_bars.x = np.arange(len(shown), dtype=np.float64)
             self.channel_bars.y = y
-        self._channel_x_axis.tick_values = None  # the scale's own ticks again
-        self.channel_figure.axes[1].tick_values = None
+        for axis in self.channel_figure.axes:
+            axis.visible = True
         n_ch = len(ch_total)
         more = f" (largest {len(shown)} of {n_ch})" if n_ch > len(shown) else ""
         name = html.escape(_label(s))
