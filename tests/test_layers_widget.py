@@ -180,6 +180,7 @@ def test_log_scale_shows_the_same_bars_from_a_floor(explanation):
     w.log_toggle.value = True  # the toggle drives the trait
     assert w.log_scale
     assert isinstance(w.bars.scales["y"], bq.LogScale)
+    assert w.layer_figure.marks == [w.bars, w.hit_bars]  # the log view's marks on show
     assert w.hit_bars.scales["y"] is w.bars.scales["y"]
     floor = float(w.bars.base)
     assert 0 < floor < total[total > 0].min()

@@ -115,11 +115,10 @@ class LayerContributions(widgets.VBox):
         # ---- layer chart (visible bars, and the hit bars that take clicks) ------------
         self._bar_tip = widgets.HTML()
         self._chart = SiteChart(self._bar_tip)
-        self.bars = self._chart.bars
-        self.hit_bars = self._chart.hits
         self.layer_figure = self._chart.figure
-        self.hit_bars.on_hover(self._on_bar_hover)
-        self.hit_bars.observe(self._on_bars_selected, "selected")
+        for hits in self._chart.hit_marks():
+            hits.on_hover(self._on_bar_hover)
+            hits.observe(self._on_bars_selected, "selected")
         self.log_toggle = widgets.ToggleButton(
             value=False,
             description="log scale",
@@ -183,9 +182,11 @@ class LayerContributions(widgets.VBox):
             [self.channel_figure, self.overlay],
             layout=widgets.Layout(align_items="flex-start", width="100%"),
         )
+        legend = widgets.HTML(SiteChart.legend_html(), layout=widgets.Layout(flex="0 0 auto"))
+        legend.add_class("critpath-layer-legend")
         tools = widgets.HBox(
-            [self.log_toggle, self.details],
-            layout=widgets.Layout(align_items="center", width="100%"),
+            [self.log_toggle, legend, self.details],
+            layout=widgets.Layout(align_items="center", width="100%", flex_flow="row wrap"),
         )
         super().__init__(children=[self.layer_figure, tools, lower], **kwargs)
         self.add_class("critpath-layer-contributions")
@@ -201,6 +202,16 @@ class LayerContributions(widgets.VBox):
     def summary(self) -> list:
         """``explanation.layer_summary()`` of the shown explanation."""
         return list(self._summary)
+
+    @property
+    def bars(self) -> bq.Bars:
+        """The site chart's visible stacked bars (of the linear or the log view)."""
+        return self._chart.bars
+
+    @property
+    def hit_bars(self) -> bq.Bars:
+        """The site chart's transparent full-height bars that take clicks and hovers."""
+        return self._chart.hits
 
     def update(self, explanation: Explanation | None = None, image: Any = None) -> None:
         """Redraw for a new explanation and/or image.
@@ -242,6 +253,7 @@ class LayerContributions(widgets.VBox):
             self.overlay,
             self.details,
             self.log_toggle,
+            *self.children[1].children,
             self._bar_tip,
             self._channel_tip,
             *self.children,

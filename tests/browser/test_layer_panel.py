@@ -129,21 +129,56 @@ def test_short_bar_column_is_hit(panel_page):
     assert label in page.inner_text(CHANNELS)  # the channel chart's title
 
 
+def _hover_tooltip(page, col: dict) -> str:
+    """Move the mouse over a column the way a person does; the shown tooltip's text."""
+    x, y = col["x"] + col["width"] / 2, col["y"] + 0.5 * col["height"]
+    for k in range(4):
+        page.mouse.move(x + k, y + k)
+        page.wait_for_timeout(100)
+    handle = page.wait_for_function(
+        """() => [...document.querySelectorAll('.bqplot_mark_tooltip')]
+            .filter(e => Number(getComputedStyle(e).opacity) > 0.5)
+            .map(e => e.innerText).join(' ') || false""",
+        timeout=15_000,
+    )
+    return handle.json_value()
+
+
 def test_hover_names_the_site(panel_page):
     page, _ = panel_page
     cols = _columns(page)
     j = 5
     label = H.kernel_eval(page, f"panel.summary[{j}].label").strip("'\"")
     path = H.kernel_eval(page, f"panel.summary[{j}].name").strip("'\"")
-    col = cols[j]
-    page.mouse.move(col["x"] + col["width"] / 2, col["y"] + 0.5 * col["height"])
+    text = _hover_tooltip(page, cols[j])
+    assert label in text and path in text, text
+    page.mouse.move(5, 5)
+
+
+def test_log_scale_view_is_hit_and_hovered(panel_page):
+    page, errors = panel_page
+    page.click(f"{PANEL} .critpath-log-toggle")
     page.wait_for_function(
-        """([label, path]) => [...document.querySelectorAll('.widget-html, .bqplot')]
-            .some(e => e.offsetParent !== null && e.innerText.includes(label)
-                  && e.innerText.includes(path))""",
-        arg=[label, path],
-        timeout=15_000,
+        f"() => [...document.querySelectorAll('{CHART} .axis .tick text')]"
+        ".some(t => t.textContent === '1k')",
+        timeout=30_000,
     )
+    page.wait_for_timeout(1000)
+    assert H.kernel_eval(page, "panel.log_scale") == "True"
+    cols = _columns(page)
+    shown = [c["shown"] for c in cols]
+    # on the log axis the smallest site's bar is at least a tenth of the tallest
+    assert min(s for s in shown if s > 0) > 0.1 * max(shown), shown
+    j = 9
+    label = H.kernel_eval(page, f"panel.summary[{j}].label").strip("'\"")
+    assert label in _hover_tooltip(page, cols[j])
+    page.mouse.click(cols[j]["x"] + cols[j]["width"] / 2, cols[j]["y"] + 5)
+    page.wait_for_function(
+        f"() => document.querySelector('{DETAILS}').innerText.includes('(site {j},')",
+        timeout=30_000,
+    )
+    nan = [e for e in errors.console_errors if "NaN" in e]
+    assert not nan, nan
     page.mouse.move(5, 5)
 
 
