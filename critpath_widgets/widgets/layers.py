@@ -350,9 +350,9 @@ class LayerContributions(widgets.VBox):
         for axis in self.channel_figure.axes:
             axis.visible = True
         n_ch = len(ch_total)
-        more = f" (largest {len(shown)} of {n_ch})" if n_ch > len(shown) else ""
+        more = f"largest {len(shown)} of {n_ch}" if n_ch > len(shown) else f"all {n_ch}"
         name = html.escape(_label(s))
-        self.channel_figure.title = f"Channels of {_label(s)}{more}"
+        self.channel_figure.title = f"{_label(s)}: {more} channels"
         frac = s.kept / s.neurons if s.neurons else 0.0
         kept_share = float(s.kept_total) / float(s.total) if float(s.total) > 0 else 0.0
         shape = " x ".join(str(d) for d in s.shape)
