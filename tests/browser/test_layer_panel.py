@@ -177,9 +177,12 @@ def test_log_scale_view_is_hit_and_hovered(panel_page):
         f"() => document.querySelector('{DETAILS}').innerText.includes('(site {j},')",
         timeout=30_000,
     )
+    page.mouse.move(5, 5)
+    page.wait_for_timeout(1500)  # the site's map painted
+    H.ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.locator(PANEL).screenshot(path=str(H.ARTIFACTS / "layer-panel-log.png"))
     nan = [e for e in errors.console_errors if "NaN" in e]
     assert not nan, nan
-    page.mouse.move(5, 5)
 
 
 def test_click_outside_the_columns_keeps_the_selection(panel_page):
