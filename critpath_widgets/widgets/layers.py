@@ -10,8 +10,9 @@ An ipywidgets ``VBox`` made of two bqplot figures and an :class:`AttributionOver
   "kept / total" neurons. A click anywhere in a site's column selects it (trait
   ``selected_site``, -1 = none; settable from Python). A click outside every column
   (bqplot deselects) keeps the selection: only ``selected_site = -1`` clears it, and
-  then the channel chart, its axis and the map's caption are cleared together. The
-  ``log_scale`` trait (the "log scale" toggle) shows the y axis logarithmic;
+  then the channel chart (axes hidden), the details and the map's caption are cleared
+  together. The ``log_scale`` trait (the "log scale" toggle) shows the y axis
+  logarithmic;
 * the **channel chart**: the selected site's per-channel contributions sorted in
   descending order; channels with at least one kept neuron (the pathway's channels)
   in a different colour;
@@ -25,7 +26,8 @@ An ipywidgets ``VBox`` made of two bqplot figures and an :class:`AttributionOver
 "Channels" are a site's feature axis: dim 1 of conv outputs, the last dim of token
 and channels-last outputs (the engine's layout says which).
 
-Chart data stay numpy float arrays, which bqplot sends as binary buffers.
+Bar heights stay numpy float arrays, which bqplot sends as binary buffers; the site
+chart's x values are the sites' labels (strings, distinct by construction).
 """
 
 from __future__ import annotations
@@ -180,7 +182,7 @@ class LayerContributions(widgets.VBox):
         self.details.add_class("critpath-layer-details")
         lower = widgets.HBox(
             [self.channel_figure, self.overlay],
-            layout=widgets.Layout(align_items="flex-start", width="100%"),
+            layout=widgets.Layout(align_items="flex-start", width="100%", flex_flow="row wrap"),
         )
         legend = widgets.HTML(SiteChart.legend_html(), layout=widgets.Layout(flex="0 0 auto"))
         legend.add_class("critpath-layer-legend")
