@@ -213,7 +213,10 @@ def layer_bars(summary: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _draw_layer_chart(ax: Axes, summary: Sequence[Any], selected_site: int) -> None:
-    """One stacked bar per site: kept by the pathway, then removed (the widget's chart)."""
+    """One stacked bar per site: kept by the pathway, then removed (the widget's chart),
+    each ticked with its human name."""
+    from .engine.naming import site_labels  # here: only this function of the module uses it
+
     idx = np.arange(len(summary))
     kept, removed = layer_bars(summary)
     ax.bar(idx, kept, color=KEPT_COLOR, label="kept by the pathway")
@@ -221,7 +224,12 @@ def _draw_layer_chart(ax: Axes, summary: Sequence[Any], selected_site: int) -> N
     if 0 <= selected_site < len(summary):
         i = selected_site
         ax.bar([i], [kept[i] + removed[i]], fill=False, edgecolor="black", linewidth=1.5)
-    ax.set_xticks(idx, [s.name for s in summary], rotation=90, fontsize=6)
+    # human names ("block 3 · ReLU6 #2"): a LayerSummary fills them in, a bare list may not
+    names = [s.name for s in summary]
+    labels = [getattr(s, "label", "") for s in summary]
+    if not all(labels):
+        labels = site_labels(names, [getattr(s, "kind", "") for s in summary])
+    ax.set_xticks(idx, labels, rotation=90, fontsize=6)
     ax.set_xlabel("site (call order)")
     ax.set_ylabel("contribution")
     ax.legend(loc="upper right", fontsize=8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bqplot as bq
 import numpy as np
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torchvision
 import traitlets
 
 from critpath_widgets import AttributionOverlay, LayerContributions, PathwayExplainer
+from critpath_widgets.widgets.layers import NO_SITE_LABEL, NO_SITE_TITLE
 
 
 def _hooks_empty(model: nn.Module) -> bool:
@@ -106,22 +108,99 @@ def test_selecting_a_site_fills_channels_and_map(explanation, image64):
 
 def test_click_from_front_end_selects(explanation, image64):
     w = LayerContributions(explanation, image64)
-    # what bqplot's front end sends on a bar click
-    w.bars.set_state({"selected": [5]})
+    # what bqplot's front end sends on a click in a site's column (the hit bars take it)
+    w.hit_bars.set_state({"selected": [5]})
     assert w.selected_site == 5
+    assert list(np.asarray(w.bars.selected)) == [5]  # the visible bars show it too
     assert len(w.channel_data()["values"]) > 0
-    w.bars.selected = [2, 6]  # multi-selection collapses to the last bar
+    w.hit_bars.selected = [2, 6]  # multi-selection collapses to the last site
     assert w.selected_site == 6
+    assert list(np.asarray(w.hit_bars.selected)) == [6]
     assert list(np.asarray(w.bars.selected)) == [6]
-    w.bars.selected = None
-    assert w.selected_site == -1
+
+
+def test_click_outside_the_columns_keeps_the_selection(explanation, image64):
+    """bqplot deselects on a click in empty chart space (selected None); the panel keeps
+    the site, and both marks say so again (no empty channel chart, no stale caption)."""
+    w = LayerContributions(explanation, image64)
+    w.hit_bars.set_state({"selected": [3]})
+    before = (w.details.value, w.overlay.label, w.channel_figure.title)
+    for empty in (None, []):
+        w.hit_bars.set_state({"selected": empty})
+        assert w.selected_site == 3
+        assert list(np.asarray(w.hit_bars.selected)) == [3]
+        assert list(np.asarray(w.bars.selected)) == [3]
+        assert (w.details.value, w.overlay.label, w.channel_figure.title) == before
+        assert len(w.channel_data()["values"]) > 0
+
+
+def test_deselect_from_python_clears_everything(explanation, image64):
+    w = LayerContributions(explanation, image64)
+    w.selected_site = 3
+    label = explanation.layer_summary()[3].label
+    assert label in w.overlay.label and label in w.channel_figure.title
+    w.selected_site = -1
+    assert w.hit_bars.selected is None and w.bars.selected is None
+    assert len(w.channel_data()["values"]) == 0
+    assert len(np.asarray(w.channel_bars.x)) == 0
+    # no ticks on the empty channel chart (its empty scale would tick "0 0 1 1 1")
+    assert not any(axis.visible for axis in w.channel_figure.axes)
+    assert w.overlay.label == NO_SITE_LABEL and w.channel_figure.title == NO_SITE_TITLE
+    assert label not in w.channel_figure.title and label not in w.details.value
+    assert w.overlay.values == b""
+    w.selected_site = 2  # and the channel chart ticks itself again
+    assert all(axis.visible for axis in w.channel_figure.axes)
+
+
+def test_every_column_can_be_hit(explanation):
+    """One hit bar per site, as tall as the chart (the largest site), without gaps."""
+    w = LayerContributions(explanation)
+    totals = np.array([s.total for s in explanation.layer_summary()])
+    hits = np.asarray(w.hit_bars.y, dtype=np.float64)
+    assert list(w.hit_bars.x) == list(w.bars.x)
+    assert hits.shape == totals.shape
+    np.testing.assert_allclose(hits, totals.max())
+    assert w.hit_bars.padding == 0 and w.hit_bars.interactions["click"] == "select"
+    assert "click" not in w.bars.interactions  # the visible bars leave clicks to them
+    assert w.hit_bars.opacities == [0.0]
+
+
+def _shown_heights(bars) -> tuple[np.ndarray, np.ndarray]:
+    """Top of the kept part and of the bar, as bqplot stacks rows from ``base``."""
+    y = np.asarray(bars.y, dtype=np.float64)
+    base = float(bars.base)
+    return y[0], base + (y[0] - base) + (y[1] - base)
+
+
+def test_log_scale_shows_the_same_bars_from_a_floor(explanation):
+    w = LayerContributions(explanation)
+    summary = explanation.layer_summary()
+    kept = np.array([max(s.kept_total, 0.0) for s in summary])
+    total = np.array([s.total for s in summary])
+    w.log_toggle.value = True  # the toggle drives the trait
+    assert w.log_scale
+    assert isinstance(w.bars.scales["y"], bq.LogScale)
+    assert w.layer_figure.marks == [w.bars, w.hit_bars]  # the log view's marks on show
+    assert w.hit_bars.scales["y"] is w.bars.scales["y"]
+    floor = float(w.bars.base)
+    assert 0 < floor < total[total > 0].min()
+    kept_top, top = _shown_heights(w.bars)
+    np.testing.assert_allclose(top, np.maximum(total, floor), rtol=1e-9)
+    np.testing.assert_allclose(kept_top, np.clip(kept, floor, np.maximum(total, floor)))
+    assert float(w.hit_bars.base) == floor
+    np.testing.assert_allclose(np.asarray(w.hit_bars.y), top.max())
+    w.log_scale = False
+    assert not w.log_toggle.value and float(w.bars.base) == 0.0
+    kept_top, top = _shown_heights(w.bars)
+    np.testing.assert_allclose(top, total, rtol=1e-6, atol=1e-9)
 
 
 def test_hover_tooltip_text(explanation):
     w = LayerContributions(explanation)
-    w._on_bar_hover(w.bars, {"event": "hover", "data": {"index": 1}})
+    w._on_bar_hover(w.hit_bars, {"event": "hover", "data": {"index": 1}})
     s = explanation.layer_summary()[1]
     assert f"{s.kept:,} / {s.neurons:,}" in w._bar_tip.value
+    assert s.label in w._bar_tip.value and s.name in w._bar_tip.value
     w.selected_site = 1
     w._on_channel_hover(w.channel_bars, {"event": "hover", "data": {"index": 0}})
     assert "channel" in w._channel_tip.value
@@ -181,9 +260,10 @@ def test_linear_site_has_channels_but_no_map():
     assert w.overlay.message == ""
 
 
-def test_site_kind_is_shown_before_its_path():
-    """A site says what it is (module type, or the function called in forward), since
-    its module path may not (EfficientNet-Lite0 keeps ReLU6 modules as ``_swish``)."""
+def test_site_is_named_as_people_read_it():
+    """A site says what it is and where (module type, or the function called in
+    forward, and its block), since its module path may not (EfficientNet-Lite0 keeps
+    ReLU6 modules as ``_swish``); the path is still there."""
 
     class Net(torch.nn.Module):
         def __init__(self):
@@ -196,9 +276,21 @@ def test_site_kind_is_shown_before_its_path():
             return self.fc(torch.relu(self._swish(self.conv(x))).flatten(1))
 
     e = PathwayExplainer(Net()).explain(torch.randn(1, 3, 8, 8))
-    assert [s.kind for s in e.layer_summary()] == e.site_kinds == ["ReLU6", "F.relu"]
+    summary = e.layer_summary()
+    assert [s.kind for s in summary] == e.site_kinds == ["ReLU6", "F.relu"]
+    assert [s.label for s in summary] == ["ReLU6", "F.relu"]  # no blocks: kinds alone
     w = LayerContributions(e)
-    w._on_bar_hover(w.bars, {"event": "hover", "data": {"index": 0}})
-    assert "site 0</b> · ReLU6 _swish" in w._bar_tip.value
+    assert list(w.bars.x) == ["ReLU6", "F.relu"]
+    w._on_bar_hover(w.hit_bars, {"event": "hover", "data": {"index": 0}})
+    assert "<b>ReLU6</b> (site 0)" in w._bar_tip.value and "_swish" in w._bar_tip.value
     w.selected_site = 1
-    assert "site 1</b> · F.relu <code>F.relu</code>" in w.details.value
+    assert "<b>F.relu</b> (site 1, <code>F.relu</code>" in w.details.value
+    assert w.overlay.label == "F.relu map"
+
+
+def test_chart_is_labelled_by_site_names(explanation):
+    w = LayerContributions(explanation)
+    labels = [s.label for s in explanation.layer_summary()]
+    assert list(w.bars.x) == labels and len(set(labels)) == len(labels)
+    assert labels[0] == "stem · ReLU" and labels[1] == "block 0 · ReLU #1"
+    assert 2 <= w._chart.x_axis.num_ticks < len(labels)  # thinned, not 17 overlapping

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .naming import site_labels
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -20,7 +22,8 @@ if TYPE_CHECKING:
 #: the table's columns, as (key in :meth:`SiteSummary.row`, heading of the HTML table)
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("index", "index"),
-    ("name", "site"),
+    ("label", "site"),
+    ("name", "module path"),
     ("kind", "kind"),
     ("shape", "shape"),
     ("neurons", "neurons"),
@@ -53,6 +56,9 @@ class SiteSummary:
     class_token_total: float | None = None
     #: what the site is: its module type ("ReLU6") or the function called ("F.relu")
     kind: str = ""
+    #: its human name ("block 3 · ReLU6 #2", :func:`.naming.site_labels`); a
+    #: :class:`LayerSummary` fills it in from all its sites where it is empty
+    label: str = ""
 
     @property
     def channel_kept(self) -> torch.Tensor:
@@ -88,6 +94,11 @@ class LayerSummary(list):
         super().__init__(sites)
         #: the sample of the batch these figures are of
         self.sample = sample
+        # a label says where a site lies among all sites, so it is computed over the list
+        if any(not s.label for s in self):
+            labels = site_labels([s.name for s in self], [s.kind for s in self])
+            for s, label in zip(self, labels, strict=True):
+                s.label = s.label or label
 
     def to_frame(self) -> pd.DataFrame:
         """A DataFrame with one row per site and the table's columns (index: the site's)."""
@@ -121,7 +132,8 @@ class LayerSummary(list):
                 continue
             s = self[i]
             lines.append(
-                f"  {s.index:>3} {s.name}  {tuple(s.shape)}  kept {s.kept}/{s.neurons}, "
+                f"  {s.index:>3} {s.label} ({s.name})  {tuple(s.shape)}  "
+                f"kept {s.kept}/{s.neurons}, "
                 f"contribution {s.kept_total:.4g} of {s.total:.4g} "
                 f"({_share(s.kept_total, s.total)})"
             )
@@ -135,7 +147,9 @@ class LayerSummary(list):
             r = s.row()
             cells = [
                 str(r["index"]),
+                html.escape(str(r["label"])),
                 html.escape(str(r["name"])),
+                html.escape(str(r["kind"])),
                 html.escape(str(tuple(r["shape"]))),
                 str(r["neurons"]),
                 str(r["kept"]),
@@ -144,6 +158,7 @@ class LayerSummary(list):
                 _number(r["kept_total"], ".4g"),
                 _number(r["kept_share"], ".3f"),
             ]
+            # invariant: one cell per column of COLUMNS, in its order
             rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         return (
             '<table class="critpath-layer-summary">'

@@ -2,11 +2,17 @@
 
 An ipywidgets ``VBox`` made of two bqplot figures and an :class:`AttributionOverlay`:
 
-* the **layer chart** (CSS class ``critpath-layer-chart``): one stacked bar per site
-  in call order; the dark part is the contribution kept by the pathway, the light
-  part what the pathway removed, so the bar's height is the site's total
-  contribution. Hovering shows the site's name and "kept / total" neurons; clicking a
-  bar selects the site (trait ``selected_site``, -1 = none; settable from Python);
+* the **layer chart** (CSS class ``critpath-layer-chart``, :mod:`.layer_chart`): one
+  stacked bar per site in call order; the dark part is the contribution kept by the
+  pathway, the light part what the pathway removed, so the bar's height is the site's
+  total contribution. Sites are named as people read them ("block 3 · ReLU6 #2",
+  :func:`critpath_widgets.engine.naming.site_labels`), their module path on hover with
+  "kept / total" neurons. A click anywhere in a site's column selects it (trait
+  ``selected_site``, -1 = none; settable from Python). A click outside every column
+  (bqplot deselects) keeps the selection: only ``selected_site = -1`` clears it, and
+  then the channel chart (axes hidden), the details and the map's caption are cleared
+  together. The ``log_scale`` trait (the "log scale" toggle) shows the y axis
+  logarithmic;
 * the **channel chart**: the selected site's per-channel contributions sorted in
   descending order; channels with at least one kept neuron (the pathway's channels)
   in a different colour;
@@ -20,7 +26,8 @@ An ipywidgets ``VBox`` made of two bqplot figures and an :class:`AttributionOver
 "Channels" are a site's feature axis: dim 1 of conv outputs, the last dim of token
 and channels-last outputs (the engine's layout says which).
 
-Chart data stay numpy float arrays, which bqplot sends as binary buffers.
+Bar heights stay numpy float arrays, which bqplot sends as binary buffers; the site
+chart's x values are the sites' labels (strings, distinct by construction).
 """
 
 from __future__ import annotations
@@ -35,10 +42,16 @@ import numpy as np
 import traitlets
 
 from ..engine import Explanation
-from ..report import KEPT_COLOR, REMOVED_COLOR, layer_bars
+from ..report import KEPT_COLOR, layer_bars
+from .layer_chart import SiteChart
 from .overlay import AttributionOverlay
 
 log = logging.getLogger(__name__)
+
+#: what the channel chart, the map and the details say while no site is selected
+NO_SITE_TITLE = "Channels of the selected site"
+NO_SITE_LABEL = "site map (no site selected)"
+NO_SITE_HELP = "Select a site (click its column in the chart) to see its channels and map."
 
 PATHWAY_CHANNEL_COLOR = KEPT_COLOR
 OTHER_CHANNEL_COLOR = "#8da0cb"
@@ -53,11 +66,9 @@ def _np(x: Any) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def _kind(s: object) -> str:
-    """ " · ReLU6": what a site is, before its module path (which may say otherwise, such
-    as EfficientNet-Lite0's ``_swish`` attributes that hold ReLU6 modules)."""
-    kind = getattr(s, "kind", "")
-    return f" · {html.escape(kind)}" if kind else ""
+def _label(s: object) -> str:
+    """The site's human name ("block 3 · ReLU6 #2"), or its path where it has none."""
+    return str(getattr(s, "label", "") or s.name)
 
 
 def _fmt(v: float) -> str:
@@ -79,7 +90,10 @@ class LayerContributions(widgets.VBox):
     """
 
     selected_site = traitlets.Int(-1, help="index of the selected site, -1 for none")
-    """Site whose channels and map are shown (-1: none); a click on a bar sets it."""
+    """Site whose channels and map are shown (-1: none); a click in its column sets it."""
+
+    log_scale = traitlets.Bool(False, help="show the site chart's y axis logarithmic")
+    """Whether the site chart's y axis is logarithmic (small sites become visible)."""
 
     def __init__(
         self,
@@ -100,37 +114,23 @@ class LayerContributions(widgets.VBox):
         self._channel_pathway = np.zeros(0, dtype=bool)
         self._map_key: tuple | None = None  # (site, sample, scoring) of the map on show
 
-        # ---- layer chart -------------------------------------------------------
-        self._xs = bq.OrdinalScale()
-        self._ys = bq.LinearScale(min=0.0)
+        # ---- layer chart (visible bars, and the hit bars that take clicks) ------------
         self._bar_tip = widgets.HTML()
-        self.bars = bq.Bars(
-            x=np.zeros(0),
-            y=np.zeros((2, 0)),
-            scales={"x": self._xs, "y": self._ys},
-            type="stacked",
-            colors=[KEPT_COLOR, REMOVED_COLOR],
-            labels=["kept by the pathway", "removed"],
-            display_legend=True,
-            padding=0.15,
-            interactions={"click": "select", "hover": "tooltip"},
-            selected_style={"stroke": "black", "stroke-width": 2},
-            unselected_style={"opacity": 0.55},
-            tooltip=self._bar_tip,
+        self._chart = SiteChart(self._bar_tip)
+        self.layer_figure = self._chart.figure
+        for hits in self._chart.hit_marks():
+            hits.on_hover(self._on_bar_hover)
+            hits.observe(self._on_bars_selected, "selected")
+        self.log_toggle = widgets.ToggleButton(
+            value=False,
+            description="log scale",
+            icon="signal",
+            tooltip="Logarithmic contribution axis: makes the small sites' bars visible "
+            "(below half the smallest site, bars are drawn at that floor).",
+            layout=widgets.Layout(width="auto"),
         )
-        self.bars.on_hover(self._on_bar_hover)
-        self.bars.observe(self._on_bars_selected, "selected")
-        self._x_axis = bq.Axis(scale=self._xs, label="site (call order)", num_ticks=10)
-        self._y_axis = bq.Axis(scale=self._ys, side="left", label="contribution", tick_format="~s")
-        self.layer_figure = bq.Figure(
-            marks=[self.bars],
-            axes=[self._x_axis, self._y_axis],
-            title="Contribution per site (click a bar)",
-            legend_location="top-right",
-            fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 10},
-            layout=widgets.Layout(width="100%", height="260px"),
-        )
-        self.layer_figure.add_class("critpath-layer-chart")
+        self.log_toggle.add_class("critpath-log-toggle")
+        widgets.link((self.log_toggle, "value"), (self, "log_scale"))
 
         # ---- channel chart -----------------------------------------------------
         self._cxs = bq.LinearScale()
@@ -148,10 +148,13 @@ class LayerContributions(widgets.VBox):
             tooltip=self._channel_tip,
         )
         self.channel_bars.on_hover(self._on_channel_hover)
+        self._channel_x_axis = bq.Axis(
+            scale=self._cxs, label="channel rank", num_ticks=5, tick_format="d"
+        )
         self.channel_figure = bq.Figure(
             marks=[self.channel_bars],
             axes=[
-                bq.Axis(scale=self._cxs, label="channel rank", num_ticks=5, tick_format="d"),
+                self._channel_x_axis,
                 bq.Axis(
                     scale=self._cys,
                     side="left",
@@ -159,7 +162,7 @@ class LayerContributions(widgets.VBox):
                     tick_format="~s",
                 ),
             ],
-            title="Channels of the selected site",
+            title=NO_SITE_TITLE,
             legend_location="top-right",
             fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 10},
             layout=widgets.Layout(width="60%", min_width="280px", height="260px"),
@@ -170,20 +173,24 @@ class LayerContributions(widgets.VBox):
         self.overlay = AttributionOverlay(
             colormap="inferno",
             sign="absolute",
-            label="site contribution map",
+            label=NO_SITE_LABEL,
             display_width=260,
             layout=widgets.Layout(flex="0 0 auto", width="276px"),
         )
         self.overlay.add_class("critpath-site-overlay")
-        self.details = widgets.HTML(
-            value="<i>Select a site (click a bar) to see its channels and map.</i>"
-        )
+        self.details = widgets.HTML(value=f"<i>{NO_SITE_HELP}</i>")
         self.details.add_class("critpath-layer-details")
         lower = widgets.HBox(
             [self.channel_figure, self.overlay],
-            layout=widgets.Layout(align_items="flex-start", width="100%"),
+            layout=widgets.Layout(align_items="flex-start", width="100%", flex_flow="row wrap"),
         )
-        super().__init__(children=[self.layer_figure, self.details, lower], **kwargs)
+        legend = widgets.HTML(SiteChart.legend_html(), layout=widgets.Layout(flex="0 0 auto"))
+        legend.add_class("critpath-layer-legend")
+        tools = widgets.HBox(
+            [self.log_toggle, legend, self.details],
+            layout=widgets.Layout(align_items="center", width="100%", flex_flow="row wrap"),
+        )
+        super().__init__(children=[self.layer_figure, tools, lower], **kwargs)
         self.add_class("critpath-layer-contributions")
         self.update(explanation, image)
 
@@ -198,6 +205,16 @@ class LayerContributions(widgets.VBox):
         """``explanation.layer_summary()`` of the shown explanation."""
         return list(self._summary)
 
+    @property
+    def bars(self) -> bq.Bars:
+        """The site chart's visible stacked bars (of the linear or the log view)."""
+        return self._chart.bars
+
+    @property
+    def hit_bars(self) -> bq.Bars:
+        """The site chart's transparent full-height bars that take clicks and hovers."""
+        return self._chart.hits
+
     def update(self, explanation: Explanation | None = None, image: Any = None) -> None:
         """Redraw for a new explanation and/or image.
 
@@ -211,33 +228,44 @@ class LayerContributions(widgets.VBox):
         self._explanation = explanation
         self._summary = list(explanation.layer_summary(self._sample)) if explanation else []
         n = len(self._summary)
-        if n:
-            y = np.vstack(layer_bars(self._summary))
-            x = np.arange(n, dtype=np.float64)
-        else:
-            x = np.zeros(0)
-            y = np.zeros((2, 0))
-        with self.bars.hold_sync():
-            self.bars.x = x
-            self.bars.y = y
-            self._x_axis.tick_values = np.arange(0, n, max(1, int(np.ceil(n / 12))))
+        self._draw_chart()
         if self.selected_site >= n:
             self.selected_site = -1  # observer clears the detail views
         else:
             self._show_site(self.selected_site)
+
+    def _draw_chart(self) -> None:
+        """Send the site chart's bars (linear or log, :attr:`log_scale`) and selection."""
+        kept, removed = layer_bars(self._summary)
+        labels = [_label(s) for s in self._summary]
+        self._chart.set_data(kept, removed, labels, self.log_scale)
+        self._syncing = True
+        try:
+            self._chart.select(self.selected_site if self.selected_site < len(labels) else -1)
+        finally:
+            self._syncing = False
+
+    @traitlets.observe("log_scale")
+    def _on_log_scale(self, _change) -> None:
+        self._draw_chart()
 
     def close(self) -> None:
         """Close the panel and every widget it made (figures, marks, scales, overlay)."""
         parts = [
             self.overlay,
             self.details,
+            self.log_toggle,
+            *self.children[1].children,
             self._bar_tip,
             self._channel_tip,
             *self.children,
+            *self._chart.widgets(),
+            *self.channel_figure.marks,
+            *self.channel_figure.axes,
+            self.channel_figure,
+            self._cxs,
+            self._cys,
         ]
-        for fig in (self.layer_figure, self.channel_figure):
-            parts += [*fig.marks, *fig.axes, fig]
-        parts += [self._xs, self._ys, self._cxs, self._cys]
         for w in parts:
             try:
                 w.close()
@@ -261,25 +289,24 @@ class LayerContributions(widgets.VBox):
         if not self._syncing:
             self._syncing = True
             try:
-                self.bars.selected = None if index < 0 else [index]
+                self._chart.select(index)
             finally:
                 self._syncing = False
         self._show_site(index)
 
     def _on_bars_selected(self, change) -> None:
+        """A click in the chart (the hit bars' ``selected``, as bqplot's front end sets
+        it): the last site clicked is the selection; an empty one (a click outside every
+        column) keeps the current selection, re-marked on both marks."""
         if self._syncing:
             return
         sel = change["new"]
-        if sel is None or len(sel) == 0:
-            index = -1
-        else:
-            index = int(np.asarray(sel).ravel()[-1])
-        if index >= len(self._summary):
-            index = -1
+        picked = [int(i) for i in np.asarray(sel if sel is not None else []).ravel()]
+        picked = [i for i in picked if 0 <= i < len(self._summary)]
+        index = picked[-1] if picked else self.selected_site
         self._syncing = True
         try:
-            if len(sel if sel is not None else []) > 1:
-                self.bars.selected = [index]  # single selection
+            self._chart.select(index)  # single selection, and both marks agree
             self.selected_site = index
         finally:
             self._syncing = False
@@ -292,12 +319,17 @@ class LayerContributions(widgets.VBox):
             self._channel_order = np.zeros(0, dtype=np.int64)
             self._channel_values = np.zeros(0)
             self._channel_pathway = np.zeros(0, dtype=bool)
-            self.channel_figure.title = "Channels of the selected site"
-            self._set_overlay(None, "Select a site to see its spatial contribution map.")
+            # no site: no channel axes either (an empty scale would tick "0 0 1 1 1",
+            # and bqplot takes empty tick_values as "choose them yourself")
+            for axis in self.channel_figure.axes:
+                axis.visible = False
+            self.channel_figure.title = NO_SITE_TITLE
+            self._set_overlay(
+                None, "Select a site to see its spatial contribution map.", NO_SITE_LABEL
+            )
+            self._map_key = None
             self.details.value = (
-                "<i>Select a site (click a bar) to see its channels and map.</i>"
-                if self._summary
-                else "<i>No explanation yet.</i>"
+                f"<i>{NO_SITE_HELP}</i>" if self._summary else "<i>No explanation yet.</i>"
             )
             return
         s = self._summary[index]
@@ -317,9 +349,12 @@ class LayerContributions(widgets.VBox):
         with self.channel_bars.hold_sync():
             self.channel_bars.x = np.arange(len(shown), dtype=np.float64)
             self.channel_bars.y = y
+        for axis in self.channel_figure.axes:
+            axis.visible = True
         n_ch = len(ch_total)
-        more = f" (largest {len(shown)} of {n_ch})" if n_ch > len(shown) else ""
-        self.channel_figure.title = f"Channels of site {index}{more}"
+        more = f"largest {len(shown)} of {n_ch}" if n_ch > len(shown) else f"all {n_ch}"
+        name = html.escape(_label(s))
+        self.channel_figure.title = f"{_label(s)}: {more} channels"
         frac = s.kept / s.neurons if s.neurons else 0.0
         kept_share = float(s.kept_total) / float(s.total) if float(s.total) > 0 else 0.0
         shape = " x ".join(str(d) for d in s.shape)
@@ -331,7 +366,7 @@ class LayerContributions(widgets.VBox):
                 "contribution (not on the patch grid, so not in the map)."
             )
         self.details.value = (
-            f"<b>site {index}</b>{_kind(s)} <code>{html.escape(str(s.name))}</code> ({shape}): "
+            f"<b>{name}</b> (site {index}, <code>{html.escape(str(s.name))}</code>, {shape}): "
             f"kept {s.kept:,} of {s.neurons:,} neurons ({frac:.1%}); "
             f"contribution kept {_fmt(float(s.kept_total))} of {_fmt(float(s.total))} "
             f"({kept_share:.0%}); {int(in_path.sum())} of {n_ch} channels in the "
@@ -339,10 +374,12 @@ class LayerContributions(widgets.VBox):
         )
         grid = getattr(s, "grid", None)
         if grid is not None and grid.hw is None:  # the engine says why there is none
-            self._set_overlay(None, f"Site {index} ({shape}) has no spatial map: {grid.reason}.")
+            self._set_overlay(
+                None, f"{_label(s)} ({shape}) has no spatial map: {grid.reason}.", _label(s)
+            )
             self._map_key = None
             return
-        label = f"site {index} map"
+        label = f"{_label(s)} map"
         if grid is not None and grid.kind == "tokens":
             label += f" ({grid.hw[0]} x {grid.hw[1]} patches)"
         # the map depends on the scoring, not on the sparsity: a slider move re-sends nothing
@@ -353,7 +390,7 @@ class LayerContributions(widgets.VBox):
             site_map = self._explanation.site_map(index, sample=self._sample)
         except Exception as err:  # noqa: BLE001 - show it, keep the panel usable
             log.debug("site_map(%d) failed", index, exc_info=True)
-            self._set_overlay(None, f"No spatial map for site {index}: {err}")
+            self._set_overlay(None, f"No spatial map for {_label(s)}: {err}", _label(s))
             self._map_key = None
             return
         self._set_overlay(_np(site_map).astype(np.float32), "", label=label)
@@ -393,7 +430,8 @@ class LayerContributions(widgets.VBox):
             return
         s = self._summary[int(index)]
         self._bar_tip.value = (
-            f"<b>site {int(index)}</b>{_kind(s)} {html.escape(str(s.name))}<br>"
+            f"<b>{html.escape(_label(s))}</b> (site {int(index)})<br>"
+            f"<code>{html.escape(str(s.name))}</code><br>"
             f"neurons kept {s.kept:,} / {s.neurons:,}<br>"
             f"contribution kept {_fmt(float(s.kept_total))} / {_fmt(float(s.total))}"
         )
