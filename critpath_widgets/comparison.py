@@ -201,8 +201,19 @@ def compare_methods(
         t0 = time.perf_counter()
         if name in PATHWAY_METHODS:
             engine = PATHWAY_METHODS[name]
+            # the engine's own progress (NeuronIntGrad's steps) checks for a stop too
+            inner = None if progress is None else (lambda d, n, i=i: progress(i, len(names)))
             e = _explanation(
-                explainer, x, target, engine, sparsity, scope, reused.get(engine), steps, seed
+                explainer,
+                x,
+                target,
+                engine,
+                sparsity,
+                scope,
+                reused.get(engine),
+                steps,
+                seed,
+                inner,
             )
             sal = e.saliency_map(reduce)[0]
             p_logits = e.pathway_logits[0].detach().double()
@@ -257,6 +268,7 @@ def _explanation(
     cached: Explanation | None,
     steps: int,
     seed: int,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Explanation:
     """The pathway of ``engine``: the cached explanation when it fits (same target and
     scope; re-thresholded at another sparsity), else a new one."""
@@ -271,7 +283,7 @@ def _explanation(
         if abs(float(cached.sparsity) - sparsity) < 1e-12:
             return cached
         return cached.at_sparsity(sparsity)
-    opts: dict[str, Any] = {}
+    opts: dict[str, Any] = {} if progress is None else {"progress": progress}
     if engine == "neuron_intgrad":
         opts["steps"] = steps
     if engine == "random":
