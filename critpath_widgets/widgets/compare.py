@@ -123,7 +123,7 @@ class ComparisonPanel(widgets.VBox):
             value=tuple(chosen),
             description="methods",
             rows=min(6, max(2, len(offered))),
-            description_tooltip="The methods shown side by side (ctrl/shift-click to choose)",
+            tooltip="The methods shown side by side (ctrl/shift-click to choose)",
             style={"description_width": "60px"},
             layout=widgets.Layout(width="320px"),
         )
