@@ -190,3 +190,63 @@ def test_random_pathway_loses_the_logit_on_a_photo():
 
     rho = spearmanr(np.abs(c["pathway_mct"].map).ravel(), np.abs(c["pathway_random"].map).ravel())
     assert rho.statistic < 0.8, rho
+
+
+# ----------------------------------------------------------------- critpath --compare
+def _tiny_bundle():
+    from critpath_widgets.models import ModelBundle
+
+    def preprocess(im):
+        arr = np.asarray(im.convert("RGB").resize((24, 24)), dtype=np.float32)
+        return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1.0
+
+    names = [f"kind{i}" for i in range(10)]
+    return ModelBundle(small_cnn(), preprocess, names, "tiny", crop=lambda im: im)
+
+
+def _cli(argv: list[str]) -> int:
+    from critpath_widgets import cli
+
+    try:
+        return cli.main(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+
+
+def test_cli_compare_writes_the_figure_and_the_numbers(tmp_path, monkeypatch, capsys):
+    import json
+
+    from PIL import Image
+
+    from critpath_widgets import models
+
+    bundle = _tiny_bundle()
+    monkeypatch.setattr(models, "load_model", lambda name, weights=None: bundle)
+    photo = tmp_path / "p.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(photo)
+    out = tmp_path / "cmp.png"
+    argv = ["explain", str(photo), "--compare", "neuron_mct,pathway_random,gradient"]
+    rc = _cli([*argv, "--sparsity", "0.5", "--target", "3", "-o", str(out), "--json"])
+    record = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out.stat().st_size > 0
+    x = bundle.preprocess(Image.open(photo))[None]
+    want = compare_methods(bundle.model, x, 3, ["pathway_mct", "pathway_random", "gradient"], 0.5)
+    assert record["target"] == 3 and record["target_name"] == "kind3"
+    assert list(record["methods"]) == ["pathway_mct", "pathway_random", "gradient"]
+    for m, r in want.results.items():
+        assert record["methods"][m]["logit"] == pytest.approx(r.logit, rel=1e-5)
+    assert record["full_logit"] == pytest.approx(want.full_logit, rel=1e-5)
+
+
+def test_cli_compare_bad_method_is_one_line_before_the_model_loads(monkeypatch, capsys):
+    from critpath_widgets import models
+
+    def fail(*args, **kwargs):
+        pytest.fail("the model loaded before the arguments were checked")
+
+    monkeypatch.setattr(models, "load_model", fail)
+    rc = _cli(["explain", "coffee", "--compare", "pathway_mct,nope", "-o", "x.png"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("critpath: error: --compare: unknown method 'nope'"), err
