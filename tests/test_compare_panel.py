@@ -182,3 +182,37 @@ def test_no_methods_and_errors_are_messages(setup):
     w._shown = None  # nothing on show: the panel says so instead of raising
     p.update(force=True)
     assert p.last_error is not None and "Error" in p.message.value
+
+
+def test_a_run_gives_way_when_the_explorer_moves_on(setup, monkeypatch):
+    """The panel holds the compute lock per method; a new request of the explorer makes
+    the run stop at its next step (the explorer then computes) and it is redone for
+    what the explorer shows next."""
+    model, w = setup
+    p = w.comparison
+    p.methods.value = ("gradient", "pathway_random")
+    gate, entered = threading.Event(), threading.Event()
+    calls: list[float] = []
+    finished: list[float] = []
+    real = cmp.compare_methods
+
+    def slow(*args, **kwargs):
+        if args[3] != ["pathway_random"]:
+            return real(*args, **kwargs)
+        calls.append(args[4])
+        if not gate.is_set():
+            entered.set()
+            gate.wait(TIMEOUT)
+        out = real(*args, **kwargs)
+        finished.append(args[4])
+        return out
+
+    monkeypatch.setattr(cmp, "compare_methods", slow)
+    w.comparison_section.selected_index = 0
+    assert entered.wait(TIMEOUT)
+    w.sparsity = 0.35  # the explorer is asked for more while the panel computes
+    gate.set()
+    _settle(w)
+    _check_shown(model, w)
+    assert calls == [pytest.approx(0.7), pytest.approx(0.35)]
+    assert finished == [pytest.approx(0.35)]  # the run of 0.7 stopped at its next step

@@ -36,6 +36,8 @@ from ..methods import LONG_METHODS
 from .overlay import AttributionOverlay
 
 log = logging.getLogger(__name__)
+#: the run key while a run gave way to the explorer (never equal to a real key)
+_WAITING = object()
 
 #: Width in pixels of each small overlay (three fit a notebook column side by side).
 CELL_WIDTH = 220
@@ -66,6 +68,9 @@ class CompareContext:
     #: engine method -> the explorer's cached Explanation of the same picture and target
     explanations: dict[str, Any] = dataclasses.field(default_factory=dict)
     lock: Any = dataclasses.field(default_factory=threading.RLock)
+    #: whether the explorer has been asked for something newer since the snapshot: the
+    #: run then gives way (the explorer waits for the lock) and is redone once shown
+    moved_on: Callable[[], bool] = lambda: False
 
 
 def _is_slow(method: str) -> bool:
@@ -252,12 +257,18 @@ class ComparisonPanel(widgets.VBox):
         for c in old:
             c.close()
 
-    def _check(self, gen: int) -> Callable[[int, int], None]:
-        """Progress callback of run ``gen``: raise Cancelled once it is superseded."""
+    def _check(self, gen: int, ctx: CompareContext) -> Callable[[int, int], None]:
+        """Progress callback of run ``gen``: raise Cancelled once it is superseded or
+        the explorer moved on (then the next update computes again)."""
 
         def check(done: int, total: int) -> None:
             if gen != self._gen:
                 raise Cancelled("comparison superseded")
+            if ctx.moved_on():
+                with self._guard:
+                    if gen == self._gen:
+                        self._run_key = _WAITING
+                raise Cancelled("the explorer moved on")
             self.progress.max, self.progress.value = max(total, 1), min(done, total)
 
         return check
@@ -268,19 +279,21 @@ class ComparisonPanel(widgets.VBox):
         except Cancelled:
             if self._run_key is None:  # stopped by cancel(), not superseded by a newer run
                 self.message.value = "<i>Stopped: the maps computed so far are shown.</i>"
+            elif self._run_key is _WAITING:
+                self.message.value = "<i>Waiting for the explorer's new result...</i>"
         except Exception as err:  # noqa: BLE001 - shown in the panel
             if gen == self._gen:
                 if not isinstance(err, CritpathError):
                     log.exception("ComparisonPanel: comparison failed")
                 self._error(err)
         finally:
-            if gen == self._gen or self._run_key is None:  # no newer run owns the button
+            if gen == self._gen or self._run_key in (None, _WAITING):  # no newer run owns it
                 self.cancel_button.disabled = True
 
     def _compute(self, ctx: CompareContext, methods: tuple[str, ...], gen: int) -> None:
         """Each method in turn (fast ones first), painted as it comes, then the whole."""
         order = sorted(methods, key=_is_slow)
-        check = self._check(gen)
+        check = self._check(gen, ctx)
         results: dict[str, MethodResult] = {}
         part: Comparison | None = None
         for i, m in enumerate(order):

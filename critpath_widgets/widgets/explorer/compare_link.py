@@ -35,6 +35,7 @@ def comparison_context(w: Any) -> CompareContext:
         cached = {m: session.cached((entry.id, target, m, scope)) for m in PATHWAY_METHODS.values()}
     # a model change clears the explorer's caches and counts: compare anew after one
     changes = session.stats.get("model_changed", 0)
+    worker, asked = w._worker, w._worker._gen  # the explorer's latest request now
     return CompareContext(
         key=(entry.id, target, round(sparsity, 6), scope, changes),
         explainer=session.explainer,
@@ -48,6 +49,7 @@ def comparison_context(w: Any) -> CompareContext:
         reduce=session.reduce,
         explanations={m: e for m, e in cached.items() if e is not None},
         lock=session.compute_lock,
+        moved_on=lambda: worker._gen != asked,
     )
 
 
