@@ -310,9 +310,11 @@ def comparison_figure(
     *,
     style: MapStyle | None = None,
     columns: int = 3,
+    name: str | None = None,
 ) -> Figure:
     """The photo, then one panel per method drawn with the report's map renderer, each
-    titled with method, scope, sparsity, target and the target logit it stands for."""
+    titled with method, scope, sparsity, target and the target logit it stands for
+    (``name``, when given, is the target's name instead of ``categories``')."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from PIL import Image as PILImage
@@ -320,7 +322,9 @@ def comparison_figure(
     from .report import MapStyle, draw_map, target_name
 
     style = MapStyle() if style is None else style
-    name = target_name(comparison.target, list(categories) if categories is not None else None)
+    if name is None:
+        cats = list(categories) if categories is not None else None
+        name = target_name(comparison.target, cats)
     photo = None
     if image is not None:
         photo = np.asarray(image.convert("RGB") if isinstance(image, PILImage.Image) else image)

@@ -14,6 +14,7 @@ import torch
 
 from critpath_widgets.attribution import PATHWAY_METHODS, attribute
 from critpath_widgets.engine import PathwayExplainer, reduce_channels
+from critpath_widgets.errors import InputError
 from critpath_widgets.widgets import compare as cmp
 
 from .reference import assert_same_state, model_state
@@ -71,7 +72,7 @@ def _check_shown(model, w) -> None:
             assert "full network, no pathway" in caption
 
 
-def test_collapsed_and_idle_until_opened_then_one_overlay_per_method(setup):
+def test_collapsed_and_idle_until_opened_then_one_overlay_per_method(setup, tmp_path):
     model, w = setup
     p = w.comparison
     assert "critpath-compare-section" in w.comparison_section._dom_classes
@@ -90,6 +91,9 @@ def test_collapsed_and_idle_until_opened_then_one_overlay_per_method(setup):
     _check_shown(model, w)
     # the explorer's map on show is the comparison's NeuronMCT map
     np.testing.assert_allclose(p.overlays["pathway_mct"].array, w.pathway_overlay.array)
+    # the static figure of what the panel shows: photo + one titled panel per method
+    fig_path = p.save(tmp_path / "compare.png")
+    assert fig_path.stat().st_size > 0
 
 
 def test_follows_the_explorer_while_open_not_while_closed(setup):
@@ -179,6 +183,8 @@ def test_no_methods_and_errors_are_messages(setup):
     _settle(w)
     p.methods.value = ()
     assert "at least one method" in p.message.value and not p.grid.children
+    with pytest.raises(InputError, match="no comparison on show"):
+        p.save("never.png")
     w._shown = None  # nothing on show: the panel says so instead of raising
     p.update(force=True)
     assert p.last_error is not None and "Error" in p.message.value

@@ -189,7 +189,7 @@ def test_random_pathway_loses_the_logit_on_a_photo():
     from scipy.stats import spearmanr
 
     rho = spearmanr(np.abs(c["pathway_mct"].map).ravel(), np.abs(c["pathway_random"].map).ravel())
-    assert rho.statistic < 0.8, rho
+    assert rho.statistic < 0.3, rho  # seen: 0.02-0.10 on four sample photos
 
 
 # ----------------------------------------------------------------- critpath --compare

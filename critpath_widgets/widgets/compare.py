@@ -16,6 +16,7 @@ import logging
 import threading
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
@@ -31,7 +32,7 @@ from ..comparison import (
     compare_methods,
     display_name,
 )
-from ..errors import Cancelled, CritpathError
+from ..errors import Cancelled, CritpathError, InputError
 from ..methods import LONG_METHODS
 from .overlay import AttributionOverlay
 
@@ -122,6 +123,7 @@ class ComparisonPanel(widgets.VBox):
         self.is_open = False
         #: the last complete comparison on show (None before one and while a run goes)
         self.comparison: Comparison | None = None
+        self._shown_ctx: CompareContext | None = None  # the context of that comparison
         self.last_error: BaseException | None = None
         self.methods = widgets.SelectMultiple(
             options=[(display_name(m), m) for m in offered],
@@ -217,6 +219,18 @@ class ComparisonPanel(widgets.VBox):
             thread.join(timeout)
             return not thread.is_alive()
         return True
+
+    def save(self, path: str | Path, *, dpi: int = 120) -> Path:
+        """Write the comparison on show as a static figure (format from the suffix),
+        drawn by :func:`critpath_widgets.comparison.comparison_figure`."""
+        from ..comparison import comparison_figure
+        from ..report import save_figure
+
+        c, ctx = self.comparison, self._shown_ctx
+        if c is None or ctx is None:
+            raise InputError("no comparison on show yet: open the section and wait for it")
+        fig = comparison_figure(ctx.display, c, name=ctx.target_name)
+        return save_figure(fig, path, dpi=dpi)
 
     def close(self) -> None:
         """Stop a run and close the panel's widgets."""
@@ -319,6 +333,7 @@ class ComparisonPanel(widgets.VBox):
         check(len(order), len(order))
         assert part is not None  # methods is not empty
         self.comparison = dataclasses.replace(part, results={m: results[m] for m in methods})
+        self._shown_ctx = ctx
         self.message.value = (
             f"Compared {len(methods)} methods on {html.escape(repr(ctx.target_name))}: "
             f"full network logit {part.full_logit:.2f}."
