@@ -91,9 +91,10 @@ def caption_html(comparison: Comparison, method: str, target_name: str) -> str:
     if r.pathway and comparison.full_logit > 0:
         kept = f" <b>({r.logit / comparison.full_logit:.0%} of it)</b>"
     return (
+        f'<div style="line-height: 1.35">'
         f"<b>{html.escape(r.name)}</b><br>{html.escape(how)}, "
         f"target {html.escape(repr(target_name))}<br>"
-        f"{html.escape(comparison.logit_text(method))}{kept}"
+        f"{html.escape(comparison.logit_text(method))}{kept}</div>"
     )
 
 

@@ -64,5 +64,12 @@ def test_opening_the_section_paints_one_overlay_per_method(explorer):
     assert not H.notebook_error_outputs(page)
     shot = H.ARTIFACTS / "compare.png"
     shot.parent.mkdir(parents=True, exist_ok=True)
-    page.locator(SECTION).first.screenshot(path=str(shot), timeout=10_000)
+    section = page.locator(SECTION).first
+    # the notebook panel scrolls: grow the viewport so that the whole section shows
+    height = section.evaluate("e => e.getBoundingClientRect().height")
+    width = (page.viewport_size or {}).get("width", 1400)
+    page.set_viewport_size({"width": width, "height": int(height) + 900})
+    section.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    section.screenshot(path=str(shot), timeout=10_000)
     print(f"\n[e2e] comparison screenshot: {shot}; captions: {captions!r}")
