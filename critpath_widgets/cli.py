@@ -27,6 +27,8 @@ examples:
   critpath explain my_photo.jpg --method neuron_intgrad --sparsity 0.9 -o photo.pdf
   critpath explain chelsea --target "tabby" --scope layer --json
   critpath explain coffee --sites ReLU6,F.relu
+  critpath explain coffee --compare -o compare.png   # methods side by side
+  critpath explain coffee --compare pathway_mct,pathway_random,gradcam
   critpath explain coffee --model resnet18 --weights resnet18.pth
   critpath explain coffee --model resnet18 --weights random   # offline, untrained
 """
@@ -219,6 +221,7 @@ def _explain(a: argparse.Namespace) -> int:
         raise InputError(f"--sparsity must be in [0, 1), got {a.sparsity}")
     target = parse_target(a.target)
     sites = parse_sites(a.sites)
+    compare = parse_compare(a.compare)
     out = check_out(a.out)
     _check_model(a.model, a.weights)
     image = _load_image(a.image)
@@ -227,6 +230,8 @@ def _explain(a: argparse.Namespace) -> int:
     t = resolve_target(target, bundle.categories)
     x = bundle.preprocess(image)[None]
     ex = _explainer(bundle.model, sites, a.sites)
+    if compare is not None:
+        return _compare(a, compare, bundle, image, x, t, ex, out)
     opts = {"progress": True} if a.method in LONG_METHODS else {}
     t0 = time.perf_counter()
     e = ex.explain(x, target=t, method=a.method, sparsity=a.sparsity, scope=a.scope, **opts)
@@ -335,6 +340,75 @@ def _add_explain(sub: Any) -> None:
         help="figure file, format from the suffix (default pathway.png)",
     )
     e.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
+    e.add_argument(
+        "--compare",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="METHODS",
+        help="draw several methods side by side instead (--method is then unused): "
+        "comma-separated attribution methods, e.g. pathway_mct,pathway_random,gradient "
+        "(default: NeuronMCT, NeuronIntGrad, random pathways and the plain gradient)",
+    )
+
+
+def parse_compare(spec: str | None) -> list[str] | None:
+    """``--compare``'s methods (None: no comparison; [] the default set), checked
+    before the model loads."""
+    if spec is None:
+        return None
+    from .comparison import canonical_method
+
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    try:
+        return [canonical_method(n) for n in names]
+    except CritpathError as e:
+        raise InputError(f"--compare: {e}") from e
+
+
+def _compare(
+    a: argparse.Namespace,
+    methods: list[str],
+    bundle: Any,
+    image: Any,
+    x: Any,
+    target: int | None,
+    explainer: Any,
+    out: Path,
+) -> int:
+    """``explain --compare``: each method's map side by side, with its target logit."""
+    from .comparison import compare_methods, comparison_figure
+    from .report import save_figure
+
+    c = compare_methods(
+        explainer, x, target, methods or None, a.sparsity, a.scope, progress=_stage()
+    )
+    fig = comparison_figure(bundle.crop(image), c, bundle.categories)
+    try:
+        written = save_figure(fig, out)
+    except OSError as err:
+        raise InputError(f"could not write {out}: {err.strerror or err}") from err
+    if a.json:
+        record = {"model": bundle.name, "image": a.image, **c.to_dict(), "out": str(written)}
+        print(json.dumps({**record, "target_name": bundle.categories[c.target]}))
+        return 0
+    print(f"model {bundle.name}, image {a.image}; target {bundle.categories[c.target]!r}")
+    for m, r in c.results.items():
+        print(f"  {r.name:32s} {c.logit_text(m)} ({r.seconds:.1f} s)")
+    print(f"wrote {written}")
+    return 0
+
+
+def _stage() -> Any:
+    """A progress callback printing each method as it starts (on stderr)."""
+    last = [-1]
+
+    def progress(done: int, total: int) -> None:
+        if done != last[0] and done < total:
+            last[0] = done
+            print(f"comparing: method {done + 1} of {total}", file=sys.stderr, flush=True)
+
+    return progress
 
 
 def build_parser() -> argparse.ArgumentParser:

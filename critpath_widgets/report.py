@@ -247,3 +247,7 @@ __all__ = [
     "save_figure",
     "target_name",
 ]
+
+
+#: the public name of the map renderer (see the readable-maps branch)
+draw_map = _draw_map

@@ -26,6 +26,7 @@ from ...errors import Cancelled, CritpathError, InputError
 from ...methods import LONG_METHODS, is_baseline, method_label
 from .baselines import BaselineMixin
 from .caches import ImageEntry
+from .compare_link import attach_comparison
 from .controls import ControlsMixin
 from .evaluation_link import attach_evaluation
 from .session import ExplainSession
@@ -146,6 +147,8 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
         #: the evaluation panel, in a collapsed section under the layer panel
         self.evaluation, self.evaluation_section = attach_evaluation(self)
         self.children = (*self.children, self.evaluation_section)
+        self.comparison, self.comparison_section = attach_comparison(self)
+        self.children = (*self.children, self.comparison_section)
 
         with self._quiet():
             for name in ("method", "scope", "sparsity", "target"):
@@ -271,7 +274,7 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
         poller = getattr(self, "_poller", None)
         if poller is not None:
             poller.stop()
-        for name in ("evaluation", "evaluation_section"):
+        for name in ("evaluation", "evaluation_section", "comparison", "comparison_section"):
             if getattr(self, name, None) is not None:
                 getattr(self, name).close()
         for link in getattr(self, "_links", []):
