@@ -26,6 +26,7 @@ from torch import nn
 
 from ..errors import OptionError, SiteWarning
 from . import passes
+from .axes import feature_axis_last
 from .explanation import Explanation, Pathway, blank_map_notices
 from .fold import BatchNormFolding
 from .interventions import Interventions, apply_interventions
@@ -65,6 +66,18 @@ class Scoring(NamedTuple):
     #: the method's options (granularity included, progress not): what a path-dependent
     #: method runs again with at another sparsity
     options: dict[str, Any]
+
+
+class SiteActivations(NamedTuple):
+    """Every site's output for one input batch (:meth:`PathwayExplainer.activations`)."""
+
+    logits: torch.Tensor
+    names: list[str]
+    layout: SiteLayout
+    #: per site, (N, *shape), in call order
+    outputs: list[torch.Tensor]
+    #: (H, W) of image inputs (N, C, H, W), else None
+    input_size: tuple[int, int] | None = None
 
 
 class PathwayExplainer:
@@ -181,6 +194,18 @@ class PathwayExplainer:
             tgt = resolve_target(target, logits)
             (g,) = passes.grad(logits.gather(1, tgt[:, None]).sum(), xg)
         return g
+
+    def activations(self, x: torch.Tensor) -> SiteActivations:
+        """Every site's output for ``x`` (detached), with the site names and layout:
+        what a unit responds to, as opposed to what it contributes."""
+        x = check_input(x, self.model, self._in_channels, self._dtype)
+        with self._session(x) as st:
+            logits, acts = passes.recorded_forward(st, x)
+            layout = SiteLayout.from_tensors(acts, [feature_axis_last(a) for a in acts])
+            outs = [a.detach().clone() for a in acts]
+            names = list(st.hooks.names)
+        size = (int(x.shape[-2]), int(x.shape[-1])) if x.dim() == 4 else None
+        return SiteActivations(logits.detach(), names, layout, outs, size)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the model in eval mode, without gradients (model left as it was)."""
