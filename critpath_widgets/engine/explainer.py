@@ -26,8 +26,10 @@ from torch import nn
 
 from ..errors import OptionError, SiteWarning
 from . import passes
+from .axes import feature_axis_last
 from .explanation import Explanation, Pathway, blank_map_notices
 from .fold import BatchNormFolding
+from .interventions import Interventions, apply_interventions
 from .layout import SiteLayout
 from .passes import PassState
 from .pathway import Ranking, Selection, check_finite_scores, check_scope, check_sparsity
@@ -64,6 +66,18 @@ class Scoring(NamedTuple):
     #: the method's options (granularity included, progress not): what a path-dependent
     #: method runs again with at another sparsity
     options: dict[str, Any]
+
+
+class SiteActivations(NamedTuple):
+    """Every site's output for one input batch (:meth:`PathwayExplainer.activations`)."""
+
+    logits: torch.Tensor
+    names: list[str]
+    layout: SiteLayout
+    #: per site, (N, *shape), in call order
+    outputs: list[torch.Tensor]
+    #: (H, W) of image inputs (N, C, H, W), else None
+    input_size: tuple[int, int] | None = None
 
 
 class PathwayExplainer:
@@ -181,6 +195,18 @@ class PathwayExplainer:
             (g,) = passes.grad(logits.gather(1, tgt[:, None]).sum(), xg)
         return g
 
+    def activations(self, x: torch.Tensor) -> SiteActivations:
+        """Every site's output for ``x`` (detached), with the site names and layout:
+        what a unit responds to, as opposed to what it contributes."""
+        x = check_input(x, self.model, self._in_channels, self._dtype)
+        with self._session(x) as st:
+            logits, acts = passes.recorded_forward(st, x)
+            layout = SiteLayout.from_tensors(acts, [feature_axis_last(a) for a in acts])
+            outs = [a.detach().clone() for a in acts]
+            names = list(st.hooks.names)
+        size = (int(x.shape[-2]), int(x.shape[-1])) if x.dim() == 4 else None
+        return SiteActivations(logits.detach(), names, layout, outs, size)
+
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the model in eval mode, without gradients (model left as it was)."""
         x = check_input(x, self.model, self._in_channels, self._dtype)
@@ -269,11 +295,23 @@ class PathwayExplainer:
         )
 
     def _pathway_pass(
-        self, st: PassState, scoring: Scoring, selection: Selection, sorted_selection: bool = False
+        self,
+        st: PassState,
+        scoring: Scoring,
+        selection: Selection,
+        sorted_selection: bool = False,
+        interventions: Interventions | None = None,
     ) -> Explanation:
-        """The pathway kept at ``selection`` and one masked pass through it."""
+        """The pathway kept at ``selection`` (with ``interventions`` applied) and one
+        masked pass through it."""
         x, layout, ranking = scoring.inputs, scoring.layout, scoring.ranking
-        weights, masks, fill = pass_weights(ranking, layout, selection, x.dtype, sorted_selection)
+        if interventions:
+            weights = self._intervened_weights(scoring, selection, interventions)
+            masks, fill = layout.views(weights), None
+        else:
+            weights, masks, fill = pass_weights(
+                ranking, layout, selection, x.dtype, sorted_selection
+            )
         p_logits, sal = passes.masked_pass(st, x, scoring.target, masks, fill)
         notices = blank_map_notices(sal, scoring.contrib)
         return Explanation(
@@ -293,16 +331,46 @@ class PathwayExplainer:
             _kinds=scoring.kinds,
             notices=notices,
             _options=scoring.options,
+            interventions=interventions or None,
         )
 
+    @staticmethod
+    def _intervened_weights(
+        scoring: Scoring, selection: Selection, interventions: Interventions
+    ) -> torch.Tensor:
+        """The 0/1 weights of the intervened network: the pathway's selection (or every
+        unit, for the full network) with the overrides applied."""
+        x, layout, ranking = scoring.inputs, scoring.layout, scoring.ranking
+        if interventions.network == "full":
+            base = torch.ones(x.shape[0], layout.total, dtype=x.dtype, device=x.device)
+        else:
+            base, _, fill = pass_weights(ranking, layout, selection, x.dtype, True)
+            if fill is not None:  # a deferred selection: make every site's weights now
+                for i in range(len(layout)):
+                    fill(i)
+        return apply_interventions(base, layout, interventions)
+
     def _at_sparsity(self, e: Explanation, sparsity: float, progress: Any = None) -> Explanation:
-        """A new selection from ``e``'s cached scores and one masked pass; for a
-        path-dependent method at another sparsity, the method run again instead."""
+        """A new selection from ``e``'s cached scores and one masked pass (``e``'s
+        interventions applied again); for a path-dependent method at another sparsity,
+        the method run again instead."""
         if sparsity != e.sparsity and self.scorer(e.method).path_dependent:
             # its scores hold only the removal order up to e.sparsity: run it again on the
             # same inputs, targets and options, which is what explain gives at sparsity
             opts = {**e._options, "progress": progress}
-            return self.explain(e.inputs, e.target, e.method, sparsity, e.scope, **opts)
+            out = self.explain(e.inputs, e.target, e.method, sparsity, e.scope, **opts)
+            return self._intervene(out, e.interventions) if e.interventions else out
+        return self._repass(e, Selection(sparsity, e.scope, e.granularity), e.interventions)
+
+    def _intervene(self, e: Explanation, interventions: Interventions) -> Explanation:
+        """``e``'s pathway (or the full network) with ``interventions``: one masked pass."""
+        sparsity = 0.0 if interventions.network == "full" else e.sparsity
+        return self._repass(e, Selection(sparsity, e.scope, e.granularity), interventions)
+
+    def _repass(
+        self, e: Explanation, selection: Selection, interventions: Interventions | None
+    ) -> Explanation:
+        """One masked pass from ``e``'s cached scoring at ``selection``."""
         with self._session(e.inputs) as st:
             st.hooks.names.extend(e.site_names)
             scoring = Scoring(
@@ -317,5 +385,6 @@ class PathwayExplainer:
                 e._ranking,
                 e._options,
             )
-            selection = Selection(sparsity, e.scope, e.granularity)
-            return self._pathway_pass(st, scoring, selection, sorted_selection=True)
+            return self._pathway_pass(
+                st, scoring, selection, sorted_selection=True, interventions=interventions
+            )

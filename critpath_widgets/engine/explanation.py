@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import InputError, OptionError
+from .interventions import Interventions, OverrideSpec, check_network, parse_interventions
 from .layout import SiteLayout
 from .pathway import Ranking, check_sparsity, count_ones
 from .summary import LayerSummary, SiteSummary
@@ -140,6 +141,9 @@ class Explanation:
     notices: tuple[str, ...] = ()
     #: the method's options (granularity included, progress not), for a rerun
     _options: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: units forced out of / into the network (:meth:`with_overrides`); None: the plain
+    #: pathway selected by the scores
+    interventions: Interventions | None = None
 
     def __repr__(self) -> str:
         """What was explained and how, in one line (no tensor dumps)."""
@@ -162,8 +166,18 @@ class Explanation:
             f"target={short(t)}, sparsity={self.sparsity:g}, scope={self.scope!r}, "
             f"granularity={self.granularity!r}{share}, sites={len(self.site_names)}, "
             f"kept={short(self.pathway.kept.tolist())} of {self.pathway.neurons} neurons, "
-            f"target logit {short(logit)} -> {short(path)} through the pathway)"
+            f"target logit {short(logit)} -> {short(path)} through the "
+            f"{self._network_words()}{self._intervention_words()})"
         )
+
+    def _network_words(self) -> str:
+        full = self.interventions is not None and self.interventions.network == "full"
+        return "full network" if full else "pathway"
+
+    def _intervention_words(self) -> str:
+        if not self.interventions:
+            return ""
+        return "; " + "; ".join(o.describe() for o in self.interventions.items)
 
     @property
     def sparsity(self) -> float:
@@ -232,7 +246,49 @@ class Explanation:
         sparsity, so at another one it is run again in full (``progress`` as in
         ``explain``; ignored otherwise).
         """
+        if self.interventions is not None and self.interventions.network == "full":
+            raise InputError(
+                "this is an ablation of the full network, which has no sparsity: call "
+                "at_sparsity on the pathway's explanation, then with_overrides"
+            )
         return self.explainer._at_sparsity(self, check_sparsity(sparsity), progress)
+
+    def with_overrides(
+        self,
+        drop: OverrideSpec | None = None,
+        keep: OverrideSpec | None = None,
+        network: str = "pathway",
+    ) -> Explanation:
+        """This explanation with units forced out of (``drop``) or into (``keep``) the
+        network: one masked pass from the cached scores, as :meth:`at_sparsity`.
+
+        ``drop`` / ``keep`` map a site (name or index) to ``"all"``, a list of channels
+        (its feature axis) or a list of neuron index tuples (batch dimension left out),
+        e.g. ``drop={"features.3": [5, 17]}``. ``network="pathway"`` changes the
+        critical pathway at this sparsity; ``network="full"`` removes the dropped units
+        from the whole network (an ablation: ``keep`` is refused there). The result's
+        :attr:`pathway_logits` are the intervened network's logits, its saliency that
+        network's input gradient, and :attr:`interventions` says what was overridden.
+        Overrides replace this explanation's own (start from the plain pathway).
+        """
+        iv = parse_interventions(drop, keep, network, self.site_names, self._layout)
+        return self.explainer._intervene(self, iv)
+
+    def probabilities(self, network: str = "pathway") -> torch.Tensor:
+        """Softmax over the classes (N, classes) of the network explained here
+        (``"pathway"``: the pathway, intervened or not) or of the unchanged model
+        (``"full"``)."""
+        logits = self.pathway_logits if check_network(network) == "pathway" else self.logits
+        return torch.softmax(logits.double(), dim=1)
+
+    def top_classes(
+        self, k: int = 5, sample: int = 0, network: str = "pathway"
+    ) -> list[tuple[int, float]]:
+        """The ``k`` most probable classes as (index, probability) of ``sample``, for the
+        pathway network (intervened or not) or the unchanged model (``"full"``)."""
+        p = self.probabilities(network)[sample]
+        values, idx = p.topk(min(int(k), p.numel()))
+        return list(zip(idx.tolist(), values.tolist(), strict=True))
 
     def prepare_sparsity_changes(self) -> None:
         """Sort the cached scores now (once per explanation), so that every later
