@@ -257,6 +257,18 @@ def draw_map(
     bar.set_label(style.describe(), fontsize=8)
 
 
+def painted_heat(values: Any, style: MapStyle = MapStyle()) -> np.ndarray:
+    """The heat layer's opacity per map pixel, in [0, 1], as :func:`draw_map` and the
+    browser paint it over the photo: what a reader sees of the map (readability checks
+    measure it)."""
+    shown = display_map(_as_map(values), style.sign, style.smooth)
+    vmax = normalised_vmax(shown, style.sign, style.clip_percentile)
+    rgba = colorize(
+        shown, lut(style.colormap), style.sign, style.opacity, vmax=vmax, gamma=style.gamma
+    )
+    return rgba[..., 3].astype(np.float64) / 255.0
+
+
 #: Former private name of :func:`draw_map` (callers outside this module still use it).
 _draw_map = draw_map
 
@@ -292,6 +304,7 @@ __all__ = [
     "explanation_figure",
     "gradient_title",
     "layer_bars",
+    "painted_heat",
     "pathway_title",
     "render_explanation",
     "save_figure",
