@@ -379,8 +379,11 @@ process.stdin.on("end", () => {
   const out = {};
   for (const sign of ["signed", "positive", "negative", "absolute"]) {
     const vmax = computeVmax(shownMagnitudes(values, sign), q.clip);
+    const enc = (a) => Buffer.from(a.buffer).toString("base64");
     const rgba = colorize(values, lut, { sign, opacity: q.opacity, vmax });
-    out[sign] = { vmax, rgba: Buffer.from(rgba.buffer).toString("base64") };
+    const heat = colorize(values, lut, { sign, opacity: q.opacity, vmax, gamma: 2 });
+    const alone = colorize(values, lut, { sign, opacity: q.opacity, vmax, fade: false });
+    out[sign] = { vmax, rgba: enc(rgba), heat: enc(heat), alone: enc(alone) };
   }
   process.stdout.write(JSON.stringify(out));
 });
@@ -424,3 +427,7 @@ def test_python_reference_matches_the_browser_code():
         js = np.frombuffer(base64.b64decode(got["rgba"]), np.uint8).reshape(17, 23, 4)
         py = ov.colorize(v, table, sign, 0.7, clip_percentile=97.3)
         np.testing.assert_array_equal(js, py, err_msg=sign)
+        for key, kw in (("heat", {"gamma": 2.0}), ("alone", {"fade": False})):
+            js = np.frombuffer(base64.b64decode(got[key]), np.uint8).reshape(17, 23, 4)
+            py = ov.colorize(v, table, sign, 0.7, clip_percentile=97.3, **kw)
+            np.testing.assert_array_equal(js, py, err_msg=key)
