@@ -92,12 +92,15 @@ def target_name(target: int, categories: Sequence[str] | None = None) -> str:
     return f"class {target}"
 
 
-def pathway_title(explanation: Explanation, name: str) -> str:
-    """Title of the pathway-gradient map: target, method, scope and sparsity."""
+def pathway_title(explanation: Explanation, name: str, sample: int = 0) -> str:
+    """Title of the pathway-gradient map: target, method, scope, sparsity and the
+    target's logit through the pathway (what tells a random pathway from a real one)."""
     e = explanation
+    t = int(e.target[sample])
     return (
         f"pathway gradient of {name!r}\n"
-        f"{method_name(e.method)}, {e.scope} scope, sparsity {float(e.sparsity):.2f}"
+        f"{method_name(e.method)}, {e.scope} scope, sparsity {float(e.sparsity):.2f}; "
+        f"pathway logit {float(e.pathway_logits[sample, t]):.2f}"
     )
 
 
@@ -164,9 +167,10 @@ def render_explanation(
         photo = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
     pathway = _as_map(pathway_map)
     # (title, values, style, over the photo?)
-    maps = [(pathway_title(e, name), pathway, pathway_style, True)]
+    title = pathway_title(e, name, sample)
+    maps = [(title, pathway, pathway_style, True)]
     if map_alone:
-        maps.append((pathway_title(e, name) + " (map alone)", pathway, pathway_style, False))
+        maps.append((title.replace("\n", " (map alone)\n", 1), pathway, pathway_style, False))
     if gradient_map is not None:
         maps.append((gradient_title(name), _as_map(gradient_map), gradient_style, True))
     fig = Figure(figsize=(4.3 * (1 + len(maps)), 8), layout="constrained")
@@ -226,6 +230,7 @@ def draw_map(
     """
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import ListedColormap, Normalize
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)
@@ -254,6 +259,10 @@ def draw_map(
     cmap = ListedColormap(table[:, :3] / 255.0)
     sm = ScalarMappable(norm=Normalize(vmin=vmin, vmax=vmax), cmap=cmap)
     bar = fig.colorbar(sm, ax=ax, orientation="horizontal", fraction=0.05, pad=0.02)
+    # plain tick labels (no offset text, which would overlap the caption)
+    bar.locator = MaxNLocator(4)
+    bar.formatter = FuncFormatter(lambda x, _pos: f"{x:.3g}")
+    bar.update_ticks()
     bar.set_label(style.describe(), fontsize=8)
 
 
