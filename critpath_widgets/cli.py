@@ -212,7 +212,7 @@ def _explainer(model: Any, sites: list[Any] | None, spec: str | None) -> Any:
 
 
 def _explain(a: argparse.Namespace) -> int:
-    from .report import explanation_figure, save_figure
+    from .report import STYLES, explanation_figure, save_figure
 
     # every argument and path is checked before the model loads
     if not 0.0 <= a.sparsity < 1.0:
@@ -236,7 +236,7 @@ def _explain(a: argparse.Namespace) -> int:
     top = probs.topk(min(5, probs.numel()))
     t = int(e.target[0])
     kept = int(e.pathway.kept[0])
-    fig = explanation_figure(bundle.crop(image), e, g, bundle.categories)
+    fig = explanation_figure(bundle.crop(image), e, g, bundle.categories, style=STYLES[a.style])
     try:
         written = save_figure(fig, out)
     except OSError as err:
@@ -259,6 +259,7 @@ def _explain(a: argparse.Namespace) -> int:
             "logit": float(e.logits[0, t]),
             "pathway_logit": float(e.pathway_logits[0, t]),
             "seconds": dt,
+            "style": a.style,
             "out": str(written),
         }
         print(json.dumps(record))
@@ -335,6 +336,14 @@ def _add_explain(sub: Any) -> None:
         help="figure file, format from the suffix (default pathway.png)",
     )
     e.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
+    e.add_argument(
+        "--style",
+        default="readable",
+        choices=("readable", "raw", "signed"),
+        help="how the maps are painted: readable = magnitude as heat over a muted photo with "
+        "a light display-only blur; raw = the same without blur; signed = diverging "
+        "RdBu_r of the signed values (default readable; the numbers never change)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -85,6 +85,15 @@ class MapStyle:
         return ", ".join(parts)
 
 
+#: Named styles (the CLI's ``--style``): the readable default, the same without the
+#: display blur (raw pixels), and the diverging signed style.
+STYLES: dict[str, MapStyle] = {
+    "readable": MapStyle(),
+    "raw": MapStyle(smooth=0.0),
+    "signed": MapStyle.signed(),
+}
+
+
 def target_name(target: int, categories: Sequence[str] | None = None) -> str:
     """The class name of ``target`` (``"class i"`` without a name for it)."""
     if categories is not None and 0 <= target < len(categories):
@@ -309,6 +318,7 @@ __all__ = [
     "KEPT_COLOR",
     "REMOVED_COLOR",
     "MapStyle",
+    "STYLES",
     "draw_map",
     "explanation_figure",
     "gradient_title",

@@ -97,6 +97,14 @@ def test_cli_draws_with_the_shared_renderer(model, monkeypatch, tmp_path, figure
     assert f"wrote {out}" in capsys.readouterr().out
     (fig,) = figures
     _assert_titles(fig, "Random", "layer", 0.80, "kind2")
+    labels = [ax.get_xlabel() for ax in fig.axes if "clipped" in ax.get_xlabel()]
+    assert len(labels) == 3 and all(x.startswith("absolute") and "blur" in x for x in labels)
+    # --style raw: no display blur; --style signed: the diverging scale
+    for style, first, blur in (("raw", "absolute", False), ("signed", "signed", False)):
+        figures.clear()
+        assert cli.main([*argv, "--out", str(out), "--style", style]) == 0
+        labels = [ax.get_xlabel() for ax in figures[0].axes if "clipped" in ax.get_xlabel()]
+        assert all(x.startswith(first) and ("blur" in x) == blur for x in labels), labels
 
 
 def test_save_draws_what_the_explorer_shows(model, tmp_path, figures):
