@@ -193,6 +193,18 @@ def test_front_end_changes_update_python(widget):
     assert (widget.sign, widget.colormap, widget.clip_percentile) == ("negative", "viridis", 95.0)
 
 
+def test_a_sign_change_from_the_browser_sends_the_display_map_back(widget, sent, values):
+    widget.set_state({"sign": "signed"})
+    keys = {k for data, _ in sent for k in data.get("state", {})}
+    binary = {p[0] for data, _ in sent for p in data.get("buffer_paths", [])}
+    assert "display_sign" in keys and "display" in binary, (keys, binary)
+    assert widget.display_sign == "signed"
+    np.testing.assert_allclose(
+        np.frombuffer(widget.display, "<f4").reshape(2, 3),
+        cm.display_map(values, "signed", widget.smooth),
+    )
+
+
 @pytest.mark.parametrize(
     "trait, bad",
     [
