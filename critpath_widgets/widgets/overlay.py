@@ -2,9 +2,11 @@
 
 The front end (``js/overlay.js``, bundled to ``critpath_widgets/static/overlay.js``)
 draws the image with the map on a canvas, a colour bar and a hover readout. The
-colormap, opacity, sign mode and percentile clipping are applied in the browser, so
-moving a control repaints at once without a round trip to the kernel; the new value
-is then synced back to the Python traits.
+colormap, opacity, sign mode, percentile clipping, gamma, the photo's muting and the
+map-only toggle are applied in the browser, so moving a control repaints at once
+without a round trip to the kernel; the new value is then synced back to the Python
+traits. The display blur (``smooth``) and a sign change are answered by Python with
+the new display map.
 
 Binary payloads (the PNG image, the float32 map, the colormap LUTs) travel as binary
 buffers of the widget protocol, never as JSON lists or base64.
