@@ -214,7 +214,7 @@ def _explainer(model: Any, sites: list[Any] | None, spec: str | None) -> Any:
 
 
 def _explain(a: argparse.Namespace) -> int:
-    from .report import explanation_figure, save_figure
+    from .report import STYLES, explanation_figure, save_figure
 
     # every argument and path is checked before the model loads
     if not 0.0 <= a.sparsity < 1.0:
@@ -241,7 +241,7 @@ def _explain(a: argparse.Namespace) -> int:
     top = probs.topk(min(5, probs.numel()))
     t = int(e.target[0])
     kept = int(e.pathway.kept[0])
-    fig = explanation_figure(bundle.crop(image), e, g, bundle.categories)
+    fig = explanation_figure(bundle.crop(image), e, g, bundle.categories, style=STYLES[a.style])
     try:
         written = save_figure(fig, out)
     except OSError as err:
@@ -264,6 +264,7 @@ def _explain(a: argparse.Namespace) -> int:
             "logit": float(e.logits[0, t]),
             "pathway_logit": float(e.pathway_logits[0, t]),
             "seconds": dt,
+            "style": a.style,
             "out": str(written),
         }
         print(json.dumps(record))
@@ -349,6 +350,14 @@ def _add_explain(sub: Any) -> None:
         help="draw several methods side by side instead (--method is then unused): "
         "comma-separated attribution methods, e.g. pathway_mct,pathway_random,gradient "
         "(default: NeuronMCT, NeuronIntGrad, random pathways and the plain gradient)",
+    )
+    e.add_argument(
+        "--style",
+        default="readable",
+        choices=("readable", "raw", "signed"),
+        help="how the maps are painted: readable = magnitude as heat over a muted photo with "
+        "a light display-only blur; raw = the same without blur; signed = diverging "
+        "RdBu_r of the signed values (default readable; the numbers never change)",
     )
 
 

@@ -1,10 +1,14 @@
 // AttributionOverlay front end (anywidget ESM).
 //
-// Draws the background image (PNG bytes) with the attribution map painted over
-// it, a colour bar and a hover readout. Colormap, opacity, sign mode and
-// percentile clipping are applied here in the browser: a control change
-// repaints at once, then the new value is sent to Python with
-// model.set + save_changes. Python-side changes of the same traits arrive as
+// Draws the background image (PNG bytes, muted by photo_dim) with the attribution
+// map painted over it (or the map alone: map_only), a colour bar and a hover
+// readout. Colormap, opacity, sign mode, percentile clipping, gamma and the
+// photo's muting are applied here in the browser: a control change repaints at
+// once, then the new value is sent to Python with model.set + save_changes.
+// The display-only blur (smooth) is computed once, in Python: it sends the
+// blurred map as `display` for `display_sign`; until that matches the current
+// sign (or when smooth is 0) the raw values are painted. The hover readout
+// always shows the raw values. Python-side changes of the same traits arrive as
 // change:<trait> events and repaint too. A key of everything that affects the
 // picture guards against repaints that would draw the same thing again.
 //
@@ -14,7 +18,6 @@
 // (8 hex digits that change when the painted content changes).
 
 import {
-  SIGN_MODES,
   asBytes,
   colorize,
   computeVmax,
@@ -26,26 +29,8 @@ import {
 } from "./lib/colormap.js";
 import { cellAt, displaySize, paintLayers, putPixels, sizeCanvas } from "./lib/canvas.js";
 import { createColorbar, updateColorbar } from "./lib/colorbar.js";
+import { CSS, createControls, el_ } from "./lib/controls.js";
 
-const CSS = `
-.critpath-overlay { display: inline-flex; flex-direction: column; gap: 4px; max-width: 100%;
-  font: 12px var(--jp-ui-font-family, system-ui, sans-serif);
-  color: var(--jp-ui-font-color1, #222); }
-.critpath-overlay-controls { display: flex; flex-wrap: wrap; gap: 4px 10px; align-items: center; }
-.critpath-overlay-controls label { display: inline-flex; gap: 4px; align-items: center; }
-.critpath-overlay-controls input[type=number] { width: 4.5em; }
-.critpath-overlay-opacity { width: 80px; }
-.critpath-overlay-canvas { display: block; cursor: crosshair; }
-.critpath-overlay-colorbar-strip { display: block; width: 100%; height: 10px;
-  border: 1px solid var(--jp-border-color1, #999); box-sizing: border-box; }
-.critpath-overlay-colorbar-ticks { display: flex; justify-content: space-between;
-  font-variant-numeric: tabular-nums; }
-.critpath-overlay-colorbar-label { text-align: center; }
-.critpath-overlay-readout { min-height: 1.4em; font-variant-numeric: tabular-nums;
-  color: var(--jp-ui-font-color2, #555); }
-.critpath-overlay-message { padding: 2px 4px; border-left: 3px solid var(--jp-warn-color1, #e08e00);
-  background: var(--jp-layout-color2, #f6f6f6); white-space: pre-wrap; }
-`;
 
 /** FNV-1a 32-bit hash as 8 hex digits: the short paintKey. */
 export function shortHash(s) {
@@ -72,13 +57,6 @@ async function decodePng(bytes) {
   }
 }
 
-function el_(doc, tag, className, props = {}) {
-  const e = doc.createElement(tag);
-  if (className) e.className = className;
-  Object.assign(e, props);
-  return e;
-}
-
 /**
  * Build the widget inside `el`. `deps` lets tests replace the browser parts:
  * decodeImage(bytes) -> Promise<drawable with width/height>,
@@ -95,29 +73,9 @@ export function createOverlay({ model, el }, deps = {}) {
   // ---- DOM ----------------------------------------------------------------
   const root = el_(doc, "div", "critpath-overlay");
   const style = el_(doc, "style", "", { textContent: CSS });
-  const controls = el_(doc, "div", "critpath-overlay-controls");
-  const cmapSelect = el_(doc, "select", "critpath-overlay-colormap", { title: "colormap" });
-  const opacityInput = el_(doc, "input", "critpath-overlay-opacity", {
-    type: "range", min: "0", max: "1", step: "0.01", title: "opacity of the map",
-  });
-  const opacityText = el_(doc, "span", "critpath-overlay-opacity-value");
-  const signSelect = el_(doc, "select", "critpath-overlay-sign", { title: "sign mode" });
-  for (const s of SIGN_MODES) signSelect.append(el_(doc, "option", "", { value: s, textContent: s }));
-  const clipInput = el_(doc, "input", "critpath-overlay-clip", {
-    type: "number", min: "0.1", max: "100", step: "0.1",
-    title: "percentile of |values| mapped to the end of the colour scale",
-  });
-  const lab = (text, ...kids) => {
-    const l = el_(doc, "label", "");
-    l.append(text, ...kids);
-    return l;
-  };
-  controls.append(
-    lab("map ", cmapSelect),
-    lab("opacity ", opacityInput, opacityText),
-    lab("sign ", signSelect),
-    lab("clip % ", clipInput),
-  );
+  const {
+    controls, cmapSelect, opacityInput, opacityText, signSelect, clipInput, smoothInput, dimInput, mapOnlyInput,
+  } = createControls(doc);
   const canvas = el_(doc, "canvas", "critpath-overlay-canvas");
   const mapLayer = doc.createElement("canvas"); // h x w map pixels, never attached
   const colorbar = createColorbar(doc);
@@ -129,6 +87,8 @@ export function createOverlay({ model, el }, deps = {}) {
   // ---- state ----------------------------------------------------------------
   const view = {};
   const data = { version: 0, src: null, shape: [0, 0], values: null, h: 0, w: 0, error: "", mags: {} };
+  // the display map from Python (blurred shown part), valid for disp.sign
+  const disp = { version: 0, src: null, values: null, sign: "", mags: {} };
   const image = { version: 0, drawable: null, token: 0, error: "" };
   let lutVersion = 0;
   let lastKey = null;
@@ -147,6 +107,42 @@ export function createOverlay({ model, el }, deps = {}) {
     view.label = model.get("label") || "";
     view.message = model.get("message") || "";
     view.displayWidth = Number(model.get("display_width")) || 320;
+    view.smooth = Number(model.get("smooth")) || 0;
+    view.photoDim = Number(model.get("photo_dim")) || 0;
+    const g = Number(model.get("gamma"));
+    view.gamma = g > 0 ? g : 1;
+    view.mapOnly = Boolean(model.get("map_only"));
+  }
+
+  /** Decode the display map when it or the map's shape changed. */
+  function decodeDisplay() {
+    const src = model.get("display");
+    const sign = model.get("display_sign") || "";
+    if (disp.version > 0 && src === disp.src && sign === disp.sign && disp.dataVersion === data.version) {
+      return;
+    }
+    disp.src = src;
+    disp.sign = sign;
+    disp.dataVersion = data.version;
+    disp.version++;
+    disp.mags = {};
+    disp.values = null;
+    const bytes = asBytes(src);
+    if (bytes.byteLength > 0 && data.values && bytes.byteLength === data.values.length * 4) {
+      try {
+        disp.values = decodeValues(bytes, [data.h, data.w]);
+      } catch {
+        disp.values = null;
+      }
+    }
+  }
+
+  /** What is coloured: the display map when it fits the current sign and blur, else raw. */
+  function paintSource() {
+    if (view.smooth > 0 && disp.values && disp.sign === view.sign) {
+      return { values: disp.values, mags: disp.mags, tag: `d${disp.version}` };
+    }
+    return { values: data.values, mags: data.mags, tag: `r${data.version}` };
   }
 
   /** Decode the map once per change of (values, shape): the two usually arrive together. */
@@ -175,12 +171,13 @@ export function createOverlay({ model, el }, deps = {}) {
       data.h = data.w = 0;
       data.error = String(err.message || err);
     }
+    return true;
   }
 
-  function vmaxFor(sign, clip) {
-    if (!data.values) return 1;
-    if (!data.mags[sign]) data.mags[sign] = shownMagnitudes(data.values, sign);
-    return computeVmax(data.mags[sign], clip);
+  function vmaxFor(src, sign, clip) {
+    if (!src.values) return 1;
+    if (!src.mags[sign]) src.mags[sign] = shownMagnitudes(src.values, sign);
+    return computeVmax(src.mags[sign], clip);
   }
 
   function currentLut() {
@@ -198,6 +195,9 @@ export function createOverlay({ model, el }, deps = {}) {
     opacityText.textContent = view.opacity.toFixed(2);
     signSelect.value = view.sign;
     if (doc.activeElement !== clipInput) clipInput.value = String(view.clip);
+    if (doc.activeElement !== smoothInput) smoothInput.value = String(view.smooth);
+    dimInput.value = String(view.photoDim);
+    mapOnlyInput.checked = view.mapOnly;
   }
 
   function showMessage() {
@@ -220,7 +220,8 @@ export function createOverlay({ model, el }, deps = {}) {
         : 1;
     const { cssWidth, cssHeight } = displaySize(view.displayWidth, aspect, containerWidth());
     const lut = currentLut() || grayLut();
-    const vmax = vmaxFor(view.sign, view.clip);
+    const src = paintSource();
+    const vmax = vmaxFor(src, view.sign, view.clip);
     lastVmax = vmax;
 
     const barKey = [view.colormap, lutVersion, view.sign, vmax, view.label].join("|");
@@ -231,21 +232,23 @@ export function createOverlay({ model, el }, deps = {}) {
     colorbar.root.style.width = `${cssWidth}px`;
 
     const key = [
-      image.version, data.version, view.colormap, lutVersion, view.opacity,
-      view.sign, view.clip, cssWidth, cssHeight, dpr,
+      image.version, data.version, src.tag, view.colormap, lutVersion, view.opacity,
+      view.sign, view.clip, view.gamma, view.photoDim, view.mapOnly, cssWidth, cssHeight, dpr,
     ].join("|");
     if (key === lastKey) return false;
 
     const { width, height } = sizeCanvas(canvas, cssWidth, cssHeight, dpr);
     let layer = null;
-    if (data.values) {
-      lastPixels = colorize(data.values, lut, { sign: view.sign, opacity: view.opacity, vmax });
+    if (src.values) {
+      const opts = { sign: view.sign, opacity: view.opacity, vmax, fade: !view.mapOnly, gamma: view.gamma };
+      lastPixels = colorize(src.values, lut, opts);
       if (putPixels(mapLayer, lastPixels, data.w, data.h)) layer = mapLayer;
     } else {
       lastPixels = null;
     }
     const ctx = canvas.getContext("2d");
-    if (ctx) paintLayers(ctx, { width, height, image: image.drawable, mapLayer: layer });
+    const photo = view.mapOnly ? null : image.drawable;
+    if (ctx) paintLayers(ctx, { width, height, image: photo, mapLayer: layer, dim: view.photoDim });
     lastKey = key;
     paintCount++;
     el.dataset.paintCount = String(paintCount);
@@ -333,6 +336,16 @@ export function createOverlay({ model, el }, deps = {}) {
     if (Number.isFinite(v) && v > 0 && v <= 100) localChange("clip_percentile", "clip", v);
     else clipInput.value = String(view.clip);
   };
+  const onSmooth = () => {
+    const v = Number(smoothInput.value);
+    if (Number.isFinite(v) && v >= 0 && v <= 0.25) localChange("smooth", "smooth", v);
+    else smoothInput.value = String(view.smooth);
+  };
+  const onDim = () => {
+    const v = Math.min(1, Math.max(0, Number(dimInput.value)));
+    if (Number.isFinite(v)) localChange("photo_dim", "photoDim", v);
+  };
+  const onMapOnly = () => localChange("map_only", "mapOnly", mapOnlyInput.checked);
   const domListeners = [
     [canvas, "mousemove", onMove],
     [canvas, "mouseleave", onLeave],
@@ -340,6 +353,9 @@ export function createOverlay({ model, el }, deps = {}) {
     [opacityInput, "input", onOpacity],
     [signSelect, "change", onSign],
     [clipInput, "change", onClip],
+    [smoothInput, "change", onSmooth],
+    [dimInput, "input", onDim],
+    [mapOnlyInput, "change", onMapOnly],
   ];
   for (const [t, ev, fn] of domListeners) t.addEventListener(ev, fn);
 
@@ -352,6 +368,11 @@ export function createOverlay({ model, el }, deps = {}) {
   };
   const onData = () => {
     if (decodeData()) onLeave();
+    decodeDisplay();
+    onTraits();
+  };
+  const onDisplay = () => {
+    decodeDisplay();
     onTraits();
   };
   const onLuts = () => {
@@ -371,6 +392,12 @@ export function createOverlay({ model, el }, deps = {}) {
     ["change:label", onTraits],
     ["change:message", onTraits],
     ["change:display_width", onTraits],
+    ["change:display", onDisplay],
+    ["change:display_sign", onDisplay],
+    ["change:smooth", onTraits],
+    ["change:photo_dim", onTraits],
+    ["change:gamma", onTraits],
+    ["change:map_only", onTraits],
   ];
   for (const [ev, fn] of modelListeners) model.on(ev, fn);
 
@@ -398,6 +425,7 @@ export function createOverlay({ model, el }, deps = {}) {
   // ---- first paint --------------------------------------------------------------
   readTraits();
   decodeData();
+  decodeDisplay();
   syncControls();
   showMessage();
   repaint();
@@ -421,6 +449,7 @@ export function createOverlay({ model, el }, deps = {}) {
     state: {
       view,
       data,
+      disp,
       get paintCount() { return paintCount; },
       get pixels() { return lastPixels; },
       get vmax() { return lastVmax; },

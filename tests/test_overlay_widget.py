@@ -11,6 +11,7 @@ from ipywidgets.widgets.widget import _remove_buffers
 from PIL import Image
 
 from critpath_widgets.errors import InputError
+from critpath_widgets.report import MapStyle
 from critpath_widgets.widgets import colormaps as cm
 from critpath_widgets.widgets import overlay as ov
 from critpath_widgets.widgets.overlay import AttributionOverlay
@@ -59,7 +60,7 @@ def test_values_travel_as_float32_bytes_with_shape(widget, values):
 
 def test_state_carries_binary_buffers_not_lists(widget):
     state, buffer_paths, buffers = _remove_buffers(widget.get_state())
-    for key in ("values", "luts", "image"):
+    for key in ("values", "luts", "image", "display"):
         assert [key] in buffer_paths, f"{key} should travel as a binary buffer"
         assert key not in state
     by_key = {p[0]: b for p, b in zip(buffer_paths, buffers, strict=True)}
@@ -67,10 +68,16 @@ def test_state_carries_binary_buffers_not_lists(widget):
     assert len(by_key["luts"]) == len(widget.colormaps) * 256 * 4
     assert bytes(by_key["image"])[:8] == b"\x89PNG\r\n\x1a\n"
     assert state["shape"] == [2, 3] or tuple(state["shape"]) == (2, 3)
-    assert state["colormap"] == "RdBu_r"
-    assert state["sign"] == "signed"
-    assert state["opacity"] == pytest.approx(0.6)
-    assert state["clip_percentile"] == pytest.approx(99.5)
+    # the overlay's defaults are the readable style the figures use
+    style = MapStyle()
+    assert state["colormap"] == style.colormap == "inferno"
+    assert state["sign"] == style.sign == "absolute"
+    assert state["opacity"] == pytest.approx(style.opacity)
+    assert state["clip_percentile"] == pytest.approx(style.clip_percentile)
+    assert state["smooth"] == pytest.approx(style.smooth)
+    assert state["photo_dim"] == pytest.approx(style.photo_dim)
+    assert state["gamma"] == pytest.approx(style.gamma)
+    assert state["map_only"] is False
     assert state["label"] == "test"
     assert state["display_width"] == 320
 
@@ -186,6 +193,18 @@ def test_front_end_changes_update_python(widget):
     assert (widget.sign, widget.colormap, widget.clip_percentile) == ("negative", "viridis", 95.0)
 
 
+def test_a_sign_change_from_the_browser_sends_the_display_map_back(widget, sent, values):
+    widget.set_state({"sign": "signed"})
+    keys = {k for data, _ in sent for k in data.get("state", {})}
+    binary = {p[0] for data, _ in sent for p in data.get("buffer_paths", [])}
+    assert "display_sign" in keys and "display" in binary, (keys, binary)
+    assert widget.display_sign == "signed"
+    np.testing.assert_allclose(
+        np.frombuffer(widget.display, "<f4").reshape(2, 3),
+        cm.display_map(values, "signed", widget.smooth),
+    )
+
+
 @pytest.mark.parametrize(
     "trait, bad",
     [
@@ -241,7 +260,7 @@ def test_new_matplotlib_colormap_is_appended_with_its_lut(widget, sent):
 
 def test_colormaps_list_keeps_current_and_recomputes_luts(widget):
     widget.colormaps = ["viridis", "magma", "viridis"]
-    assert widget.colormaps == ["viridis", "magma", "RdBu_r"]
+    assert widget.colormaps == ["viridis", "magma", "inferno"]
     assert len(widget.luts) == 3 * 1024
     before = snapshot(widget)
     with pytest.raises(InputError, match="nope"):
@@ -293,6 +312,68 @@ def test_to_rgba_uses_current_traits(widget):
     assert rgba[0, 2, 3] == 0  # zero attribution is transparent in one-sided modes
 
 
+# ---- display smoothing, muted photo, map alone ------------------------------------------
+
+
+def test_display_map_is_sent_and_the_raw_map_is_untouched():
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(5)
+    v = rng.standard_normal((30, 40)).astype(np.float32)
+    w = AttributionOverlay(values=v, smooth=0.05, sign="absolute")
+    # an independent reference: scipy's filter of |v| with sigma = 0.05 x 40 pixels
+    ref = gaussian_filter(np.abs(v), sigma=2.0, mode="nearest")
+    got = np.frombuffer(w.display, "<f4").reshape(30, 40)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    assert w.display_sign == "absolute"
+    np.testing.assert_array_equal(w.array, v)  # the numbers (and the readout) stay raw
+    w.sign = "signed"  # recomputed for the new sign: the signed map blurred
+    np.testing.assert_allclose(
+        np.frombuffer(w.display, "<f4").reshape(30, 40),
+        gaussian_filter(v, sigma=2.0, mode="nearest"),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    assert w.display_sign == "signed"
+    w.smooth = 0  # raw: nothing extra travels, the browser paints the values
+    assert w.display == b"" and w.display_sign == ""
+
+
+def test_smoothing_zero_paints_exactly_the_raw_rule(values):
+    w = AttributionOverlay(values=values, smooth=0.0, gamma=1.0, map_only=False)
+    for sign in ov.SIGN_MODES:
+        w.sign = sign
+        ref = ov.colorize(values, cm.lut(w.colormap), sign, w.opacity, clip_percentile=99.0)
+        np.testing.assert_array_equal(w.to_rgba(), ref)
+
+
+def test_map_only_is_opaque_and_gamma_concentrates_alpha(values):
+    w = AttributionOverlay(values=values, smooth=0.0, sign="absolute", clip_percentile=100)
+    w.gamma, w.opacity = 2.0, 1.0
+    a = w.to_rgba()[..., 3] / 255.0
+    np.testing.assert_allclose(a, (np.abs(values) / 4) ** 2, atol=1 / 255)
+    w.map_only = True
+    assert (w.to_rgba()[..., 3] == 255).all()
+
+
+@pytest.mark.parametrize(
+    ("trait", "bad"), [("smooth", -0.1), ("smooth", 0.5), ("photo_dim", 1.5), ("gamma", 0.0)]
+)
+def test_new_traits_reject_bad_values(widget, trait, bad):
+    before = snapshot(widget)
+    with pytest.raises(InputError, match=trait):
+        setattr(widget, trait, bad)
+    assert snapshot(widget) == before
+
+
+def test_backdrop_greys_and_darkens_by_dim():
+    photo = np.array([[[200, 100, 0], [10, 20, 30]]], np.uint8)
+    assert (cm.backdrop(photo, 0.0) == photo).all()
+    lum = photo.astype(float) @ np.array([0.3, 0.59, 0.11])
+    full = cm.backdrop(photo, 1.0)  # all grey, half as bright
+    np.testing.assert_allclose(full, np.repeat(lum[..., None] / 2, 3, -1), atol=0.51)
+
+
 def test_missing_bundle_gives_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(ov, "ESM_PATH", tmp_path / "overlay.js")
     with pytest.raises(ov.FrontendMissingError, match="npm install && npm run build"):
@@ -310,8 +391,11 @@ process.stdin.on("end", () => {
   const out = {};
   for (const sign of ["signed", "positive", "negative", "absolute"]) {
     const vmax = computeVmax(shownMagnitudes(values, sign), q.clip);
+    const enc = (a) => Buffer.from(a.buffer).toString("base64");
     const rgba = colorize(values, lut, { sign, opacity: q.opacity, vmax });
-    out[sign] = { vmax, rgba: Buffer.from(rgba.buffer).toString("base64") };
+    const heat = colorize(values, lut, { sign, opacity: q.opacity, vmax, gamma: 2 });
+    const alone = colorize(values, lut, { sign, opacity: q.opacity, vmax, fade: false });
+    out[sign] = { vmax, rgba: enc(rgba), heat: enc(heat), alone: enc(alone) };
   }
   process.stdout.write(JSON.stringify(out));
 });
@@ -355,3 +439,7 @@ def test_python_reference_matches_the_browser_code():
         js = np.frombuffer(base64.b64decode(got["rgba"]), np.uint8).reshape(17, 23, 4)
         py = ov.colorize(v, table, sign, 0.7, clip_percentile=97.3)
         np.testing.assert_array_equal(js, py, err_msg=sign)
+        for key, kw in (("heat", {"gamma": 2.0}), ("alone", {"fade": False})):
+            js = np.frombuffer(base64.b64decode(got[key]), np.uint8).reshape(17, 23, 4)
+            py = ov.colorize(v, table, sign, 0.7, clip_percentile=97.3, **kw)
+            np.testing.assert_array_equal(js, py, err_msg=key)

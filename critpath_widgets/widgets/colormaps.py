@@ -19,16 +19,16 @@ import numpy as np
 
 from ..errors import InputError
 
-#: Names offered in the overlay's colormap picker by default: diverging maps
-#: first (for signed attributions), then sequential ones.
+#: Names offered in the overlay's colormap picker by default: the default heat map
+#: first, then diverging maps (for signed attributions), then sequential ones.
 DEFAULT_COLORMAPS: tuple[str, ...] = (
+    "inferno",
     "RdBu_r",
     "coolwarm",
     "bwr",
     "seismic",
     "PiYG",
     "viridis",
-    "inferno",
     "magma",
     "plasma",
     "hot",
@@ -108,9 +108,17 @@ def colorize(
     opacity: float = 0.6,
     vmax: float | None = None,
     clip_percentile: float = 99.5,
+    fade: bool = True,
+    gamma: float = 1.0,
 ) -> np.ndarray:
     """RGBA uint8 (H, W, 4) of the map layer exactly as the browser builds it
-    (before it is scaled onto the image)."""
+    (before it is scaled onto the image).
+
+    ``fade`` (the overlay): alpha = opacity x LUT alpha x magnitude ** ``gamma``
+    (magnitude = ``min(|v| / vmax, 1)``), so weak pixels leave the photo visible and
+    ``gamma > 1`` keeps faint speckle from veiling it; ``fade=False`` (the map alone):
+    alpha = the LUT's alpha.
+    """
     v = np.asarray(values, dtype=np.float32).astype(np.float64)
     if vmax is None:
         vmax = normalised_vmax(v, sign, clip_percentile)
@@ -127,16 +135,77 @@ def colorize(
     idx = np.clip(np.floor(t * 256), 0, 255).astype(np.intp)
     lut = np.asarray(lut, dtype=np.uint8).reshape(256, 4)
     rgba = lut[idx].copy()
-    op = min(1.0, max(0.0, float(opacity)))
-    mag = np.abs(2 * t - 1) if sign == "signed" else t
-    alpha = lut[idx, 3] / 255.0 * op * mag
-    rgba[..., 3] = np.floor(alpha * 255 + 0.5).astype(np.uint8)
+    if fade:
+        op = min(1.0, max(0.0, float(opacity)))
+        mag = np.abs(2 * t - 1) if sign == "signed" else t
+        g = float(gamma) if math.isfinite(gamma) and gamma > 0 else 1.0
+        alpha = lut[idx, 3] / 255.0 * op * mag**g
+        rgba[..., 3] = np.floor(alpha * 255 + 0.5).astype(np.uint8)
     rgba[~finite] = 0
     return rgba
 
 
+def shown_part(values: np.ndarray, sign: str = "signed") -> np.ndarray:
+    """The part of the map a sign mode shows, as float32: ``v`` (signed), ``max(v, 0)``
+    (positive), ``min(v, 0)`` (negative), ``|v|`` (absolute).
+
+    Invariant: ``colorize(shown_part(v, s), lut, s)`` equals ``colorize(v, lut, s)``
+    (same colours, same ``vmax``), so display smoothing may work on this part alone.
+    """
+    v = np.asarray(values, dtype=np.float32)
+    if sign == "positive":
+        return np.maximum(v, 0)
+    if sign == "negative":
+        return np.minimum(v, 0)
+    if sign == "absolute":
+        return np.abs(v)
+    return v.copy()
+
+
+def display_map(values: np.ndarray, sign: str = "signed", smooth: float = 0.0) -> np.ndarray:
+    """The map as it is displayed: :func:`shown_part`, blurred by a Gaussian of sigma
+    ``smooth`` x the map's longer side (``smooth = 0``: unblurred).
+
+    For display only: single-pixel speckle of gradient maps becomes regions a person
+    can see. The numbers the engine returns (and the overlay's hover readout) stay raw;
+    smoothing the shown part (not the signed map) keeps opposite-signed speckle from
+    cancelling in the magnitude modes. Returns (H, W) float32.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    part = shown_part(values, sign)
+    sigma = float(smooth) * max(part.shape) if part.ndim == 2 else 0.0
+    if not (math.isfinite(sigma) and sigma > 0) or part.size == 0:
+        return part
+    return gaussian_filter(part, sigma=sigma, mode="nearest").astype(np.float32)
+
+
+#: Weights of the luminance the canvas "saturation" blend mode uses (W3C compositing).
+LUMA = (0.3, 0.59, 0.11)
+
+
+def backdrop(photo: np.ndarray, dim: float) -> np.ndarray:
+    """The photo behind the heat layer, muted by ``dim`` in [0, 1]: mixed with its grey
+    (luminance :data:`LUMA`) by ``dim``, then darkened by ``dim / 2``.
+
+    The browser paints the same with two canvas fills (a grey "saturation" blend at
+    alpha ``dim``, then black at alpha ``dim / 2``). Returns uint8 (H, W, 3).
+    """
+    rgb = np.asarray(photo)[..., :3].astype(np.float64)
+    d = min(1.0, max(0.0, float(dim)))
+    if d == 0:
+        return np.asarray(photo)[..., :3].astype(np.uint8)
+    lum = rgb @ np.asarray(LUMA)
+    out = ((1 - d) * rgb + d * lum[..., None]) * (1 - d / 2)
+    return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
+
+
 __all__ = [
     "DEFAULT_COLORMAPS",
+    "LUMA",
+    "backdrop",
+    "display_map",
+    "shown_part",
     "LUT_BYTES",
     "colorize",
     "is_colormap",

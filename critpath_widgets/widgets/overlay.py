@@ -2,9 +2,11 @@
 
 The front end (``js/overlay.js``, bundled to ``critpath_widgets/static/overlay.js``)
 draws the image with the map on a canvas, a colour bar and a hover readout. The
-colormap, opacity, sign mode and percentile clipping are applied in the browser, so
-moving a control repaints at once without a round trip to the kernel; the new value
-is then synced back to the Python traits.
+colormap, opacity, sign mode, percentile clipping, gamma, the photo's muting and the
+map-only toggle are applied in the browser, so moving a control repaints at once
+without a round trip to the kernel; the new value is then synced back to the Python
+traits. The display blur (``smooth``) and a sign change are answered by Python with
+the new display map.
 
 Binary payloads (the PNG image, the float32 map, the colormap LUTs) travel as binary
 buffers of the widget protocol, never as JSON lists or base64.
@@ -17,16 +19,25 @@ Colour mapping (the same in the browser and in :func:`colorize`, from ``colormap
 * ``t`` = ``(v / vmax + 1) / 2`` (signed, diverging), ``max(v, 0) / vmax`` (positive),
   ``max(-v, 0) / vmax`` (negative), ``|v| / vmax`` (absolute), clipped to [0, 1];
   colour = LUT row ``min(floor(t * 256), 255)``.
-* alpha = ``opacity`` x the LUT's alpha x the magnitude ``min(|v| / vmax, 1)``
-  (``|2t - 1|`` in signed mode, ``t`` in the one-sided modes), so pixels without
-  attribution leave the image visible and strong ones cover it.
+* alpha = ``opacity`` x the LUT's alpha x the magnitude ``min(|v| / vmax, 1)`` to the
+  power ``gamma`` (``|2t - 1|`` in signed mode, ``t`` in the one-sided modes), so pixels
+  without attribution leave the image visible and strong ones cover it; with
+  ``map_only`` the map is painted alone with the LUT's alpha (no photo).
+* The colours are computed from the display map
+  (:func:`~critpath_widgets.widgets.colormaps.display_map`: the part the sign mode
+  shows, blurred by ``smooth``), which Python computes and sends as its own buffer
+  (``display``); the raw map (``values``, :attr:`AttributionOverlay.array`, the hover
+  readout) is never changed. With ``smooth = 0`` the browser paints the raw map.
+* The photo behind the map is muted by ``photo_dim``
+  (:func:`~critpath_widgets.widgets.colormaps.backdrop`).
+
+The defaults are the readable style of :class:`critpath_widgets.report.MapStyle`.
 
 torch is never imported here: tensors are accepted by duck typing (``.detach()``).
 """
 
 from __future__ import annotations
 
-import io
 import math
 import pathlib
 from typing import Any
@@ -34,11 +45,12 @@ from typing import Any
 import anywidget
 import numpy as np
 import traitlets
-from traitlets import TraitError, default, validate
+from traitlets import TraitError, default, observe, validate
 
 from ..errors import CritpathError, InputError
 from . import colormaps as _cm
-from .colormaps import colorize, normalised_vmax
+from .colormaps import colorize, display_map, normalised_vmax
+from .overlay_convert import image_to_png, values_to_array
 
 #: Where ``npm run build`` writes the bundled front end.
 ESM_PATH = pathlib.Path(__file__).parent.parent / "static" / "overlay.js"
@@ -95,6 +107,10 @@ class _Unicode(_InputErrorMixin, traitlets.Unicode):
     pass
 
 
+class _Bool(_InputErrorMixin, traitlets.Bool):
+    pass
+
+
 class _List(_InputErrorMixin, traitlets.List):
     pass
 
@@ -105,89 +121,6 @@ class _Tuple(_InputErrorMixin, traitlets.Tuple):
 
 def _bad(msg: str) -> _TraitInputError:
     return _TraitInputError(msg)
-
-
-# ---------------------------------------------------------------------------------
-# conversions
-# ---------------------------------------------------------------------------------
-
-
-def image_to_png(image: Any) -> bytes:
-    """PNG bytes of an RGB image given as a PIL image, PNG/JPEG/... bytes or an array.
-
-    Arrays may be ``uint8`` of shape (H, W, 3), (H, W, 4) (alpha dropped) or (H, W)
-    (grey), or floating point with values in [0, 1]. Raises ``InputError`` otherwise.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        try:
-            pil = Image.open(io.BytesIO(bytes(image)))
-            pil.load()
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise InputError(f"image bytes are not a readable image: {exc}") from None
-        if pil.format == "PNG" and pil.mode == "RGB":
-            return bytes(image)
-    elif isinstance(image, Image.Image):
-        pil = image
-    else:
-        if hasattr(image, "detach"):
-            image = image.detach().cpu().numpy()
-        try:
-            arr = np.asarray(image)
-        except Exception as exc:  # noqa: BLE001 - any failure means "not an image"
-            raise InputError(f"cannot read an image from {type(image).__name__}: {exc}") from None
-        if arr.ndim == 3 and arr.shape[2] == 4:
-            arr = arr[:, :, :3]
-        if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
-            raise InputError(
-                f"image array must have shape (H, W, 3), (H, W, 4) or (H, W), not {arr.shape}"
-            )
-        if arr.size == 0:
-            raise InputError(f"image array is empty (shape {arr.shape})")
-        if arr.dtype == np.uint8:
-            pass
-        elif np.issubdtype(arr.dtype, np.floating):
-            if not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.max() > 1:
-                raise InputError(
-                    "a floating-point image array must hold finite values in [0, 1]; "
-                    "pass uint8 (0-255) otherwise"
-                )
-            arr = np.round(arr * 255).astype(np.uint8)
-        else:
-            raise InputError(f"image array must be uint8 (or float in [0, 1]), not {arr.dtype}")
-        pil = Image.fromarray(np.ascontiguousarray(arr))
-    if pil.mode != "RGB":
-        pil = pil.convert("RGB")
-    out = io.BytesIO()
-    pil.save(out, format="PNG")
-    return out.getvalue()
-
-
-def values_to_array(values: Any) -> np.ndarray:
-    """A finite 2-D float32 array from a numpy array, a torch tensor or nested lists."""
-    if hasattr(values, "detach"):  # a torch tensor, without importing torch
-        values = values.detach().float().cpu().numpy()
-    try:
-        arr = np.asarray(values)
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"cannot read map values from {type(values).__name__}: {exc}") from None
-    if arr.ndim != 2:
-        hint = " (use .squeeze() or pick one map)" if arr.ndim > 2 else ""
-        raise InputError(f"map values must be a 2-D array, got shape {tuple(arr.shape)}{hint}")
-    if arr.size == 0:
-        raise InputError(f"map values are empty (shape {tuple(arr.shape)})")
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or np.iscomplexobj(arr):
-        raise InputError(f"map values must be real numbers, not {arr.dtype}")
-    with np.errstate(over="ignore", invalid="ignore"):
-        out = arr.astype("<f4")
-    if not np.all(np.isfinite(out)):
-        bad = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
-        raise InputError(
-            f"map values contain {bad} NaN or infinite entr{'y' if bad == 1 else 'ies'} "
-            "(or values beyond float32 range)"
-        )
-    return np.ascontiguousarray(out)
 
 
 # ---------------------------------------------------------------------------------
@@ -220,7 +153,7 @@ class AttributionOverlay(anywidget.AnyWidget):
     shape = _Tuple(_Int(0), _Int(0), default_value=(0, 0)).tag(sync=True)
     """(height, width) of the map."""
 
-    colormap = _Unicode("RdBu_r").tag(sync=True)
+    colormap = _Unicode("inferno").tag(sync=True)
     """Name of the matplotlib colormap in use. Setting a valid matplotlib name that is
     not in :attr:`colormaps` appends it (and its LUT); an unknown name raises
     ``InputError``."""
@@ -233,16 +166,40 @@ class AttributionOverlay(anywidget.AnyWidget):
     """Computed, do not set: ``len(colormaps) x 256 x 4`` uint8 RGBA lookup tables, row
     ``i`` of table ``k`` = ``matplotlib.colormaps[colormaps[k]](i / 255, bytes=True)``."""
 
-    opacity = _Float(0.6).tag(sync=True)
+    opacity = _Float(0.9).tag(sync=True)
     """Opacity of the map over the image, in [0, 1]."""
 
-    sign = _Unicode("signed").tag(sync=True)
+    sign = _Unicode("absolute").tag(sync=True)
     """Which part of the map is shown: ``"signed"`` (diverging colormap centred on 0),
     ``"positive"``, ``"negative"`` or ``"absolute"`` (magnitudes)."""
 
-    clip_percentile = _Float(99.5).tag(sync=True)
+    clip_percentile = _Float(99.0).tag(sync=True)
     """Percentile in (0, 100] of the shown nonzero magnitudes that is mapped to the end
     of the colour scale; larger values saturate."""
+
+    smooth = _Float(0.005).tag(sync=True)
+    """Display-only blur: sigma of a Gaussian as a share of the map's longer side, in
+    [0, 0.25]; 0 paints the raw map. Never changes :attr:`values` or the readout."""
+
+    photo_dim = _Float(0.6).tag(sync=True)
+    """How much the photo behind the map is greyed and darkened, in [0, 1] (0: as is),
+    so that the heat stands out."""
+
+    gamma = _Float(2.0).tag(sync=True)
+    """The heat's alpha follows ``magnitude ** gamma``, in [0.25, 8]: 1 is linear, 2
+    keeps weak speckle from veiling the photo."""
+
+    map_only = _Bool(False).tag(sync=True)
+    """Paint the map alone (opaque colours, no photo) instead of over the photo."""
+
+    display = _Bytes(b"").tag(sync=True)
+    """Computed, do not set: the display map (float32, shape :attr:`shape`) that is
+    coloured, :func:`~critpath_widgets.widgets.colormaps.display_map` of the map for
+    :attr:`display_sign` and :attr:`smooth`; ``b""`` when ``smooth`` is 0."""
+
+    display_sign = _Unicode("").tag(sync=True)
+    """Computed, do not set: the sign mode :attr:`display` was computed for (the browser
+    paints the raw map while it differs from :attr:`sign`)."""
 
     label = _Unicode("").tag(sync=True)
     """Caption of the colour bar."""
@@ -337,20 +294,40 @@ class AttributionOverlay(anywidget.AnyWidget):
         h, w = self.shape
         return np.frombuffer(self.values, dtype="<f4").reshape(h, w).copy()
 
+    @property
+    def display_array(self) -> np.ndarray:
+        """The map as it is coloured (the shown part, display-blurred), (height, width)."""
+        return display_map(self.array, self.sign, self.smooth)
+
     def vmax(self) -> float:
-        """The value at the end of the colour scale for the current sign and clipping."""
-        return normalised_vmax(self.array, self.sign, self.clip_percentile)
+        """The value at the end of the colour scale for the current sign and clipping
+        (of the display map, as the colour bar shows)."""
+        return normalised_vmax(self.display_array, self.sign, self.clip_percentile)
 
     def to_rgba(self) -> np.ndarray:
         """The map layer as (height, width, 4) uint8 RGBA, as the browser paints it
         (before it is scaled onto the image)."""
         return colorize(
-            self.array,
+            self.display_array,
             _cm.lut(self.colormap),
             sign=self.sign,
             opacity=self.opacity,
             clip_percentile=self.clip_percentile,
+            fade=not self.map_only,
+            gamma=self.gamma,
         )
+
+    @observe("values", "shape", "sign", "smooth")
+    def _update_display(self, change: Any = None) -> None:
+        # invariant: display is the display map of (values, display_sign, smooth), or
+        # empty (smooth 0, or values not matching shape: the browser then paints raw)
+        h, w = self.shape
+        data = b""
+        if self.smooth > 0 and len(self.values) == h * w * 4 and h * w > 0:
+            data = display_map(self.array, self.sign, self.smooth).astype("<f4").tobytes()
+        with self.hold_sync():
+            self.display = data
+            self.display_sign = self.sign if data else ""
 
     # ---- defaults and validation ---------------------------------------------------
 
@@ -407,6 +384,27 @@ class AttributionOverlay(anywidget.AnyWidget):
         v = proposal["value"]
         if not (math.isfinite(v) and 0.0 < v <= 100.0):
             raise _bad(f"clip_percentile must be in (0, 100], not {v!r}")
+        return v
+
+    @validate("smooth")
+    def _valid_smooth(self, proposal: Any) -> float:
+        v = proposal["value"]
+        if not (math.isfinite(v) and 0.0 <= v <= 0.25):
+            raise _bad(f"smooth must be in [0, 0.25] (a share of the map's side), not {v!r}")
+        return v
+
+    @validate("photo_dim")
+    def _valid_dim(self, proposal: Any) -> float:
+        v = proposal["value"]
+        if not (math.isfinite(v) and 0.0 <= v <= 1.0):
+            raise _bad(f"photo_dim must be in [0, 1], not {v!r}")
+        return v
+
+    @validate("gamma")
+    def _valid_gamma(self, proposal: Any) -> float:
+        v = proposal["value"]
+        if not (math.isfinite(v) and 0.25 <= v <= 8.0):
+            raise _bad(f"gamma must be in [0.25, 8], not {v!r}")
         return v
 
     @validate("display_width")

@@ -82,6 +82,21 @@ export function installFakeCanvas() {
         drawImage(src, ...a) {
           this.calls.push(["drawImage", src, ...a, { smoothing: this.imageSmoothingEnabled }]);
         },
+        globalAlpha: 1,
+        globalCompositeOperation: "source-over",
+        fillStyle: "#000000",
+        save() {
+          this.calls.push(["save"]);
+        },
+        restore() {
+          this.calls.push(["restore"]);
+          this.globalAlpha = 1;
+          this.globalCompositeOperation = "source-over";
+        },
+        fillRect(...a) {
+          const how = { op: this.globalCompositeOperation, alpha: this.globalAlpha, fill: this.fillStyle };
+          this.calls.push(["fillRect", ...a, how]);
+        },
       };
       contexts.set(this, ctx);
     }

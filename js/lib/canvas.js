@@ -58,16 +58,39 @@ export function putPixels(canvas, rgba, w, h) {
 }
 
 /**
- * Paint the background image (smoothed) and then the map layer upscaled with
- * nearest-neighbour (imageSmoothingEnabled = false), both filling the canvas.
+ * Mute the photo already on the canvas by `dim` in [0, 1]: a grey "saturation"
+ * blend at alpha dim (mixes each pixel with its luminance 0.3R + 0.59G + 0.11B by
+ * dim), then black at alpha dim / 2 (darkens by dim / 2). Python's
+ * colormaps.backdrop computes the same pixels.
  */
-export function paintLayers(ctx, { width, height, image, mapLayer }) {
+export function dimPhoto(ctx, width, height, dim) {
+  const d = Math.min(1, Math.max(0, Number(dim) || 0));
+  if (d === 0 || typeof ctx.fillRect !== "function") return;
+  ctx.save();
+  ctx.globalCompositeOperation = "saturation";
+  ctx.globalAlpha = d;
+  ctx.fillStyle = "#808080";
+  ctx.fillRect(0, 0, width, height);
+  ctx.globalCompositeOperation = "source-over";
+  ctx.globalAlpha = d / 2;
+  ctx.fillStyle = "#000000";
+  ctx.fillRect(0, 0, width, height);
+  ctx.restore();
+}
+
+/**
+ * Paint the background image (smoothed, muted by `dim`) and then the map layer
+ * upscaled with nearest-neighbour (imageSmoothingEnabled = false), both filling
+ * the canvas. Without an image (or for the map alone) only the layer is painted.
+ */
+export function paintLayers(ctx, { width, height, image, mapLayer, dim = 0 }) {
   ctx.setTransform(1, 0, 0, 1, 0, 0);
   ctx.clearRect(0, 0, width, height);
   if (image) {
     ctx.imageSmoothingEnabled = true;
     if ("imageSmoothingQuality" in ctx) ctx.imageSmoothingQuality = "high";
     ctx.drawImage(image, 0, 0, width, height);
+    dimPhoto(ctx, width, height, dim);
   }
   if (mapLayer) {
     ctx.imageSmoothingEnabled = false;

@@ -115,21 +115,29 @@ export function lutIndex(t) {
 /**
  * Build RGBA pixels (length values.length * 4) for the map.
  *
- * Colour: lut[lutIndex(normalise(v))]. Alpha: opacity * the LUT's alpha * the
- * normalised magnitude (|v| / vmax, clipped to 1; in the one-sided modes that is
- * t itself, in "signed" mode |2t - 1|), so zero attribution leaves the image
- * visible and only strong pixels cover it. Non-finite values are transparent.
+ * Colour: lut[lutIndex(normalise(v))]. Alpha (fade, the overlay): opacity * the
+ * LUT's alpha * the normalised magnitude to the power gamma (|v| / vmax, clipped
+ * to 1; in the one-sided modes that is t itself, in "signed" mode |2t - 1|), so
+ * zero attribution leaves the image visible and only strong pixels cover it.
+ * Without fade (the map alone): the LUT's alpha. Non-finite values are
+ * transparent. Python's colormaps.colorize follows the same rule.
  *
  * @param {Float32Array} values map values
  * @param {Uint8Array} lut 256 * 4 bytes RGBA
- * @param {{sign: string, opacity: number, vmax: number}} opts
+ * @param {{sign: string, opacity: number, vmax: number, fade: boolean, gamma: number}} opts
  * @param {Uint8ClampedArray} [out] optional output buffer to fill
  */
-export function colorize(values, lut, { sign = "signed", opacity = 1, vmax = 1 } = {}, out) {
+export function colorize(
+  values,
+  lut,
+  { sign = "signed", opacity = 1, vmax = 1, fade = true, gamma = 1 } = {},
+  out,
+) {
   const n = values.length;
   const rgba = out || new Uint8ClampedArray(n * 4);
   const op = Math.min(1, Math.max(0, Number(opacity) || 0));
   const vm = vmax > 0 && Number.isFinite(vmax) ? vmax : 1;
+  const g = gamma > 0 && Number.isFinite(gamma) ? gamma : 1;
   for (let i = 0; i < n; i++) {
     const v = values[i];
     const o = i * 4;
@@ -142,8 +150,12 @@ export function colorize(values, lut, { sign = "signed", opacity = 1, vmax = 1 }
     rgba[o] = lut[j];
     rgba[o + 1] = lut[j + 1];
     rgba[o + 2] = lut[j + 2];
+    if (!fade) {
+      rgba[o + 3] = lut[j + 3];
+      continue;
+    }
     const mag = sign === "signed" ? Math.abs(2 * t - 1) : t;
-    const a = (lut[j + 3] / 255) * op * mag;
+    const a = (lut[j + 3] / 255) * op * (g === 1 ? mag : mag ** g);
     rgba[o + 3] = Math.round(a * 255);
   }
   return rgba;

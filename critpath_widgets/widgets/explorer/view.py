@@ -16,6 +16,7 @@ import html
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import ipywidgets as widgets
@@ -23,11 +24,14 @@ import numpy as np
 from PIL import Image
 
 from ...methods import method_label
+from ...report import MapStyle
 from ..layers import LayerContributions
 from ..overlay import AttributionOverlay
 
 #: The sparsity slider's upper end (removing every neuron leaves no pathway).
 SPARSITY_MAX = 0.99
+#: The overlays' colour settings: the readable default of the static figures.
+_READABLE = asdict(MapStyle())
 #: Progress bar updates are at least this many seconds apart (the last one always shows).
 PROGRESS_INTERVAL_S = 0.1
 
@@ -146,12 +150,13 @@ class ExplorerView(widgets.VBox):
         self.message.add_class("critpath-message")
 
         overlay_layout = {"flex": "0 0 auto", "width": "336px", "margin": "0 16px 0 0"}
+        # both maps in the readable style the CLI figure and save() use (MapStyle())
         self.pathway_overlay = AttributionOverlay(
-            label="pathway gradient", layout=widgets.Layout(**overlay_layout)
+            label="pathway gradient", layout=widgets.Layout(**overlay_layout), **_READABLE
         )
         self.pathway_overlay.add_class("critpath-pathway-overlay")
         self.gradient_overlay = AttributionOverlay(
-            label="plain gradient", layout=widgets.Layout(**overlay_layout)
+            label="plain gradient", layout=widgets.Layout(**overlay_layout), **_READABLE
         )
         self.gradient_overlay.add_class("critpath-gradient-overlay")
         self.layers = LayerContributions()
@@ -252,9 +257,14 @@ class ExplorerView(widgets.VBox):
         pathway_label: str,
         gradient: np.ndarray | None,
         gradient_label: str,
+        target: str | None = None,
     ) -> None:
         """Show new maps; ``image`` (``None``: unchanged) and ``gradient`` (``None``:
-        unchanged) are sent only when they changed."""
+        unchanged) are sent only when they changed. ``target`` (the class name) is
+        added to the pathway's label when the label does not name it, so that every
+        map says method, scope, sparsity and target."""
+        if target and repr(target) not in pathway_label and target not in pathway_label:
+            pathway_label = f"{pathway_label} · target {target!r}"
         with self.pathway_overlay.hold_sync():
             self.pathway_overlay.set_data(image=image, values=pathway)
             self.pathway_overlay.label = pathway_label
