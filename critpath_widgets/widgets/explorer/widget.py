@@ -29,6 +29,7 @@ from .caches import ImageEntry
 from .controls import ControlsMixin
 from .evaluation_link import attach_evaluation
 from .session import ExplainSession
+from .targets import ClassTarget
 from .view import SPARSITY_MAX, ExplorerView, esc, notices_html, summary_html
 from .worker import Request, RequestWorker, Superseded
 
@@ -72,9 +73,13 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
     """Share of neurons the pathway removes; linked to the slider. A change reuses the
     cached scores (one masked pass)."""
 
-    target = traitlets.Int(0, help="class index whose logit is explained")
-    """Class explained. Follows the prediction of each new picture until set (from
-    Python or the target picker)."""
+    target = ClassTarget(0, help="class index whose logit is explained")
+    """Class explained, always held as its index. May be set by name too
+    (``w.target = "espresso"``, or a part of a name only one class contains; a name
+    matching none or several raises InputError with the candidates), see
+    :meth:`class_index`; :meth:`category` gives the name back. Follows the prediction of
+    each new picture until set (from Python or the target picker, which lists every
+    class)."""
 
     scope = traitlets.Enum(SCOPES, default_value="global", help="global or per-layer")
     """"global" (one threshold over all sites) or "layer" (the same share per site)."""
@@ -113,6 +118,8 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
         self._shown: dict | None = None
         self._last_error: BaseException | None = None
         self._auto_site = True
+        #: how the photo picker names each recent non-sample picture, by image id
+        self._picture_slots: dict[int, dict | None] = {}
         #: how many explain / at_sparsity / reused / gradient / shown steps the worker ran
         self.stats = self._session.stats
         #: seconds spent by the last shown request: computing, then updating the widgets
@@ -214,11 +221,10 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
         elif self._session.preprocess is None and self._session.model is not None:
             raise InputError("this explorer has no preprocess: pass a preprocessed tensor")
         with self._lock:
-            self._session.add_image(image, sample=sample)
+            entry = self._session.add_image(image, sample=sample)
             if not keep_target:
                 self._target_auto = True
-        with self._quiet():
-            self.photo_picker.value = sample
+        self._note_picture(entry, sample, image, name)
         self.show_message(f"Loading {esc(sample or name or 'the picture')}...", "busy")
         self._submit()
 
