@@ -79,6 +79,13 @@ HELP = (
 )
 
 
+def described(label: str, tip: str) -> str:
+    """A control's description as HTML whose hover title is ``tip``: ipywidgets 8's
+    dropdown, combobox and text views put ``tooltip`` nowhere once a description is set,
+    so the description carries it (the ``tooltip`` trait is set as well)."""
+    return f'<span title="{esc(tip)}">{esc(label)}</span>'
+
+
 def help_html() -> str:
     """The collapsed help under the controls: one line per control group."""
     items = "".join(f"<li><b>{esc(k)}</b>: {esc(v)}</li>" for k, v in HELP)
@@ -152,7 +159,8 @@ class ExplorerView(widgets.VBox):
         self.photo_picker = widgets.Dropdown(
             options=list(sample_names),
             value=None,
-            description="photo",
+            description=described("photo", TIPS["photo"]),
+            description_allow_html=True,
             tooltip=TIPS["photo"],
             layout=widgets.Layout(width="220px"),
             style={"description_width": "40px"},
@@ -176,7 +184,8 @@ class ExplorerView(widgets.VBox):
             placeholder="type to search all classes",
             ensure_option=False,
             continuous_update=False,
-            description="target",
+            description=described("target", TIPS["target"]),
+            description_allow_html=True,
             tooltip=TIPS["target"],
             layout=widgets.Layout(width="300px"),
             style={"description_width": "45px"},
@@ -186,7 +195,8 @@ class ExplorerView(widgets.VBox):
         self._target_key: tuple = ()
         self.method_picker = widgets.Dropdown(
             options=[(method_label(m), m) for m in methods],
-            description="method",
+            description=described("method", TIPS["method"]),
+            description_allow_html=True,
             tooltip=TIPS["method"],
             layout=widgets.Layout(width="260px"),
             style={"description_width": "60px"},
@@ -198,7 +208,8 @@ class ExplorerView(widgets.VBox):
             step=0.01,
             value=0.7,
             continuous_update=True,
-            description="sparsity",
+            description=described("sparsity", TIPS["sparsity"]),
+            description_allow_html=True,
             tooltip=TIPS["sparsity"],
             readout_format=".2f",
             layout=widgets.Layout(width="330px"),
@@ -207,11 +218,13 @@ class ExplorerView(widgets.VBox):
         self.sparsity_slider.add_class("critpath-sparsity")
         self.scope_buttons = widgets.ToggleButtons(
             options=[("global", "global"), ("per layer", "layer")],
-            description="scope",
+            description=described("scope", TIPS["scope"]),
+            description_allow_html=True,
             tooltips=[TIPS["scope_global"], TIPS["scope_layer"]],
             tooltip=TIPS["scope"],
             style={"button_width": "80px", "description_width": "45px"},
         )
+        self.scope_buttons.add_class("critpath-scope")
         self.progress = widgets.IntProgress(
             min=0, max=1, value=0, description="", layout=widgets.Layout(width="300px")
         )
@@ -243,6 +256,10 @@ class ExplorerView(widgets.VBox):
         self.gradient_overlay.add_class("critpath-gradient-overlay")
         self.layers = LayerContributions()
         self.layers.layer_figure.add_class("critpath-layer-chart")
+        for box in self.layers.children:
+            # the layer panel's rows (channel chart beside the site map) wrap too
+            if isinstance(box, widgets.HBox):
+                box.layout.flex_flow = "row wrap"
 
         row1 = _row([self.photo_picker, self.upload, self.target_picker])
         row2 = _row([self.method_picker, self.sparsity_slider, self.scope_buttons])
