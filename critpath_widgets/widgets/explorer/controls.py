@@ -70,8 +70,7 @@ class ControlsMixin:
         if change["new"] == OTHER_PICTURE:
             other = self._other_picture
             if other is not None:
-                self._next_other = other
-                self.set_image(other["source"], name=other["name"])
+                self._set_other_image(other)
             return
         self.set_image(change["new"])
 
@@ -82,13 +81,22 @@ class ControlsMixin:
         upload = self.take_upload(change["new"])
         if upload is not None:
             data, name = upload
-            self._next_other = {
+            slot = {
                 "label": f"uploaded: {name}",
                 "source": data,
                 "name": name,
                 "upload": tuple(change["new"]),
             }
-            self.set_image(data, name=name)
+            self._set_other_image(slot)
+
+    def _set_other_image(self, slot: dict) -> None:
+        """Show a non-sample picture named by ``slot`` (an upload, or the picture offered
+        again by the photo picker)."""
+        self._next_other = slot
+        try:
+            self.set_image(slot["source"], name=slot["name"])
+        finally:
+            self._next_other = None  # never carried over to a later picture
 
     def _note_picture(self, entry: ImageEntry, sample: str | None, source: Any, name: Any) -> None:
         """A picture became current: remember how the photo picker and upload button

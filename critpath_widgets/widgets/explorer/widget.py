@@ -74,12 +74,9 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
     cached scores (one masked pass)."""
 
     target = ClassTarget(0, help="class index whose logit is explained")
-    """Class explained, always held as its index. May be set by name too
-    (``w.target = "espresso"``, or a part of a name only one class contains; a name
-    matching none or several raises InputError with the candidates), see
-    :meth:`class_index`; :meth:`category` gives the name back. Follows the prediction of
-    each new picture until set (from Python or the target picker, which lists every
-    class)."""
+    """Class explained, held as its index; may be set by name (``w.target = "espresso"``,
+    or a part only one class contains; else InputError with the candidates). Follows
+    the prediction of each new picture until set (from Python or the target picker)."""
 
     scope = traitlets.Enum(SCOPES, default_value="global", help="global or per-layer")
     """"global" (one threshold over all sites) or "layer" (the same share per site)."""
