@@ -4,6 +4,8 @@ maps, predicted classes), and ``refresh()`` recomputes the view."""
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import nn
 
@@ -73,3 +75,44 @@ def test_a_control_change_after_an_edit_or_a_swapped_module_is_fresh_too():
     # the explorer itself changed nothing in the model (hooks, flags)
     after = ref.model_state(model)
     assert after["hooks"] == state["hooks"] and after["training"] == state["training"]
+
+
+def test_an_idle_explorer_notices_a_weight_edit_without_any_call():
+    """No control touched, no refresh(): the poller sees the edit and the view follows."""
+    model = _model()
+    w = PathwayExplorer(model, image=torch.randn(1, 3, 16, 16))
+    try:
+        w._poller.interval = 0.2
+        assert w.wait(TIMEOUT) and w.last_error is None, w.message_text
+        first = w.explanation
+        with torch.no_grad():
+            model[4].weight.mul_(-1)
+        deadline = time.monotonic() + TIMEOUT
+        while w.explanation is first and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert w.wait(TIMEOUT) and w.last_error is None, w.message_text
+        assert w.explanation is not first
+        torch.testing.assert_close(*_shown_logits(w))
+        assert w._session.stats["model_changed"] == 1
+    finally:
+        w.close()
+    assert not w._session.watch.differs()
+
+
+def test_auto_refresh_off_leaves_the_view_until_asked_and_close_ends_the_poller():
+    model = _model()
+    w = PathwayExplorer(model, image=torch.randn(1, 3, 16, 16), auto_refresh=False)
+    try:
+        w._poller.interval = 0.05
+        assert w.wait(TIMEOUT)
+        first = w.explanation
+        with torch.no_grad():
+            model[4].bias.add_(1.0)
+        time.sleep(0.5)
+        assert w.explanation is first and w._session.watch.differs()
+        w.refresh()
+        assert w.wait(TIMEOUT) and w.explanation is not first
+    finally:
+        w.close()
+    time.sleep(0.2)
+    assert not w._poller.alive

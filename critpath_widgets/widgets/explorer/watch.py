@@ -11,9 +11,18 @@ in full against copies taken when the results were made): exact, no version coun
 from __future__ import annotations
 
 import itertools
+import logging
+import threading
+import weakref
+from collections.abc import Callable
 
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two looks of the :class:`ModelPoller` at an idle explorer's model.
+POLL_INTERVAL_S = 2.0
 
 
 class ModelWatch:
@@ -22,6 +31,8 @@ class ModelWatch:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
+        # the poller thread compares while the worker may take a new snapshot
+        self._lock = threading.Lock()
         self._take()
 
     def _take(self) -> None:
@@ -30,10 +41,10 @@ class ModelWatch:
         named = itertools.chain(self.model.named_parameters(), self.model.named_buffers())
         self._tensors = [(n, t, t.detach().clone()) for n, t in named]
 
-    def changed(self) -> bool:
+    def differs(self) -> bool:
         """Whether a module, parameter or buffer was replaced, or a value changed, since
-        the last look; the state seen now becomes the one to compare with."""
-        with torch.no_grad():
+        the last snapshot (which stays the one to compare with)."""
+        with self._lock, torch.no_grad():
             modules = list(self.model.named_modules())
             same = len(modules) == len(self._modules) and all(
                 a == c and b is d for (a, b), (c, d) in zip(modules, self._modules, strict=True)
@@ -43,9 +54,54 @@ class ModelWatch:
                     itertools.chain(self.model.named_parameters(), self.model.named_buffers())
                 )
                 same = len(named) == len(self._tensors) and all(
-                    n == m and t is u and torch.equal(t, copy)
+                    n == m and t is u and t.shape == copy.shape and torch.equal(t, copy)
                     for (n, t), (m, u, copy) in zip(named, self._tensors, strict=True)
                 )
-        if not same:
-            self._take()
         return not same
+
+    def changed(self) -> bool:
+        """Whether the model differs from the last snapshot; the state seen now becomes
+        the one to compare with."""
+        if not self.differs():
+            return False
+        with self._lock:
+            self._take()
+        return True
+
+
+class ModelPoller:
+    """A daemon thread that calls ``owner.<method>()`` every ``interval`` seconds, so
+    that an idle explorer notices a model edited from another cell.
+
+    It holds the owner weakly (an explorer nobody references can be collected, and the
+    thread then ends) and stops on :meth:`stop`.
+    """
+
+    def __init__(self, owner: object, method: str, interval: float = POLL_INTERVAL_S) -> None:
+        self._ref = weakref.ref(owner)
+        self._method = method
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="critpath-model-poller", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            owner = self._ref()
+            if owner is None:
+                return
+            look: Callable[[], None] = getattr(owner, self._method)
+            try:
+                look()
+            except Exception:  # noqa: BLE001 - a failed look must not end the polling
+                log.debug("model poll failed", exc_info=True)
+            del owner, look
+
+    def stop(self) -> None:
+        """End the thread (at its next wake-up; it never touches the owner after this)."""
+        self._stop.set()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the thread still runs."""
+        return self._thread.is_alive()

@@ -31,6 +31,7 @@ from .evaluation_link import attach_evaluation
 from .session import ExplainSession
 from .targets import ClassTarget
 from .view import SPARSITY_MAX, ExplorerView, esc, notices_html, summary_html
+from .watch import ModelPoller
 from .worker import Request, RequestWorker, Superseded
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,10 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
 
     scope = traitlets.Enum(SCOPES, default_value="global", help="global or per-layer")
     """"global" (one threshold over all sites) or "layer" (the same share per site)."""
+
+    auto_refresh = traitlets.Bool(True, help="recompute when the model changes")
+    """While idle, look at the model every 2 s and recompute the view when a weight,
+    buffer or module changed since the result on show (``refresh()`` does it at once)."""
 
     def __init__(
         self,
@@ -157,6 +162,7 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
         ]
         self._sync_method_controls()
         self.cancel_button.on_click(lambda _b: self.cancel())
+        self._poller = ModelPoller(self, "_look_at_model")
         self.target_picker.observe(self._on_target_picker, "value")
         self.photo_picker.observe(self._on_photo_picker, "value")
         self.upload.observe(self._on_upload, "value")
@@ -245,6 +251,16 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
         the new state without touching a control."""
         self._submit()
 
+    def _look_at_model(self) -> None:
+        """The poller's look: an idle explorer whose model changed since the result on
+        show says so and computes the view again."""
+        watch = self._session.watch
+        if not self.auto_refresh or self._shown is None or self.busy or watch is None:
+            return
+        if watch.differs():
+            self.show_message("The model changed since this result: computing it again...", "busy")
+            self._submit()
+
     def cancel(self) -> None:
         """Cancel the running or pending long computation (the Cancel button)."""
         if self._worker.cancel():
@@ -255,6 +271,9 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
         worker = getattr(self, "_worker", None)
         if worker is not None:
             worker.close()
+        poller = getattr(self, "_poller", None)
+        if poller is not None:
+            poller.stop()
         for name in ("evaluation", "evaluation_section"):
             if getattr(self, name, None) is not None:
                 getattr(self, name).close()
