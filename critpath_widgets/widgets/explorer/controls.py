@@ -1,7 +1,10 @@
 """The explorer's control handlers: pickers and upload in, controls back in step.
 
-:class:`ControlsMixin` turns the target and photo pickers and the upload into trait
-changes and requests, prepares a picture (pointing the target at its prediction), and
+:class:`ControlsMixin` holds ``set_image`` and the ``target`` trait's validation and
+observer, turns the target and photo pickers and the upload into trait changes and
+requests (the photo picker also offers the last uploaded or given picture, and the
+upload button counts an upload on show), prepares a picture (pointing the target at
+its prediction), and
 after a cancellation puts the controls back to the result on show, so that the controls
 always describe either the pending request or what is shown. Mixed into
 :class:`PathwayExplorer`, whose attributes it uses.
@@ -9,9 +12,13 @@ always describe either the pending request or what is shown. Mixed into
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from ...errors import Cancelled, CritpathError
+import torch
+import traitlets
+
+from ...errors import Cancelled, CritpathError, InputError
 from ...methods import method_label
 from .caches import ImageEntry
 from .targets import class_names, resolve_class
@@ -19,13 +26,62 @@ from .view import OTHER_PICTURE, esc
 from .worker import Request
 
 
-class ControlsMixin:
-    """Picker, upload and cancellation handlers of :class:`PathwayExplorer`."""
+class ControlsMixin(traitlets.HasTraits):
+    """Picture and target setting, picker, upload and cancellation handlers of
+    :class:`PathwayExplorer`. A HasTraits so that its ``@observe`` / ``@validate``
+    handlers of ``target`` are collected for the widget (a plain mixin's are not)."""
 
     #: the non-sample picture the photo picker offers (label, source, name, upload)
     _other_picture: dict | None = None
     #: the slot of the next picture made current by the picker or the upload
     _next_other: dict | None = None
+
+    def set_image(self, image: Any, name: str | None = None, *, keep_target: bool = False) -> None:
+        """Show another picture: a sample name, PIL image, array, file bytes, path or
+        preprocessed tensor. Decoding happens in the worker; a bad picture shows a
+        message and the previous one stays. The target follows the new prediction
+        unless ``keep_target``."""
+        sample = None
+        if isinstance(image, str) and image in self._sample_names and not Path(image).is_file():
+            sample = image
+        if isinstance(image, torch.Tensor):
+            if image.ndim == 3:
+                image = image.unsqueeze(0)
+            if image.ndim != 4 or image.shape[0] != 1:
+                raise InputError(
+                    f"an image tensor must be (C, H, W) or (1, C, H, W), got {tuple(image.shape)}"
+                )
+        elif self._session.preprocess is None and self._session.model is not None:
+            raise InputError("this explorer has no preprocess: pass a preprocessed tensor")
+        with self._lock:
+            entry = self._session.add_image(image, sample=sample)
+            if not keep_target:
+                self._target_auto = True
+        self._note_picture(entry, sample, image, name)
+        self.show_message(f"Loading {esc(sample or name or 'the picture')}...", "busy")
+        self._submit()
+
+    @traitlets.validate("target")
+    def _validate_target(self, proposal: dict) -> int:
+        """A class index of the model (names are resolved by the trait before this)."""
+        value = int(proposal["value"])
+        n = self._images.num_classes()
+        if value < 0 or (n is not None and value >= n):
+            raise traitlets.TraitError(
+                f"target must be a class index in [0, {n - 1 if n else '...'}], got {value}"
+            )
+        return value
+
+    @traitlets.observe("target")
+    def _on_target(self, change: dict) -> None:
+        """The target was set (Python or picker): pin it, show it, compute the view."""
+        if self._is_quiet():
+            return
+        with self._lock:
+            self._target_auto = False
+        with self._quiet():
+            self._sync_target_picker(change["new"])
+        self._submit()
 
     def class_names(self) -> list[str]:
         """The name of every class of the model (``"class i"`` without names; empty for
