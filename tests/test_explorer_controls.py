@@ -251,3 +251,30 @@ def test_upload_and_photo_picker_stay_consistent(explorer):
     assert w.pathway_overlay.image == uploaded_image
     assert [f["name"] for f in w.upload.value] == ["mine.png"]
     assert w.photo_picker.label == "uploaded: mine.png"
+
+
+def test_picker_probabilities_follow_a_model_edit():
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 8),
+    ).eval()
+    w = PathwayExplorer(model, image=_photo(4), preprocess=_preprocess)
+    try:
+        assert w.wait(TIMEOUT) and w.last_error is None, w.message_text
+        with torch.no_grad():
+            model[4].bias.copy_(torch.arange(8.0) * 3)  # class 7 now wins clearly
+        w.refresh()
+        assert w.wait(TIMEOUT) and w.last_error is None, w.message_text
+        with torch.no_grad():
+            probs = torch.softmax(model(_preprocess(_photo(4)).unsqueeze(0)), 1)[0]
+        top = probs.argsort(descending=True)[:5].tolist()
+        opts = list(w.target_picker.options)
+        assert [w.picked_target(o) for o in opts[:5]] == top == [7, 6, 5, 4, 3]
+        assert opts[0] == f"class 7 ({float(probs[7]):.1%})"
+        assert w.target_picker.value == opts[0] and w.target == 7
+    finally:
+        w.close()

@@ -319,7 +319,12 @@ class ExplorerView(widgets.VBox):
         with probabilities) and show ``target``'s label; ``entry`` is the picture's cache
         entry, ``names`` the class names. Options are sent only when they change."""
         ready = entry is not None and entry.ready
-        key = (entry.id if ready else None, len(names))
+        # the picture and its top classes with their probabilities (they change when
+        # the model does) decide the options
+        key = (len(names), None)
+        if ready:
+            top = [int(i) for i in entry.top]
+            key = (len(names), entry.id, tuple(top), np.asarray(entry.probs)[top].tobytes())
         if key != self._target_key or not self._target_labels:
             probs = entry.probs if ready else None
             labels, index = class_labels(names, probs, entry.top if ready else [])
