@@ -216,7 +216,7 @@ def test_every_control_explains_itself_and_rows_wrap(explorer):
         assert box.layout.flex_flow == "row wrap"
 
 
-def test_upload_and_photo_picker_stay_consistent(explorer):
+def test_upload_and_photo_picker_stay_consistent(explorer, tmp_path):
     w = explorer
     # a good upload: the picker names it, the upload button counts it
     w.upload.set_state(_upload_state(_png(_photo(5)), "mine.png"))
@@ -251,6 +251,14 @@ def test_upload_and_photo_picker_stay_consistent(explorer):
     assert w.pathway_overlay.image == uploaded_image
     assert [f["name"] for f in w.upload.value] == ["mine.png"]
     assert w.photo_picker.label == "uploaded: mine.png"
+    # a file given from Python by path takes the non-sample place under its name
+    path = tmp_path / "given.png"
+    _photo(7).save(path)
+    w.set_image(str(path))
+    w.wait(TIMEOUT)
+    assert w.last_error is None, w.message_text
+    assert (w.photo_picker.value, w.photo_picker.label) == (OTHER_PICTURE, "from Python: given.png")
+    assert tuple(w.upload.value) == ()
 
 
 def test_picker_probabilities_follow_a_model_edit():

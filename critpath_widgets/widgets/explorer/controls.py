@@ -159,6 +159,8 @@ class ControlsMixin(traitlets.HasTraits):
         name it (its slot replaces the non-sample one once it loads) and show that."""
         other = None
         if sample is None:
+            if name is None and isinstance(source, (str, Path)):
+                name = Path(source).name  # a file given by path
             other = getattr(self, "_next_other", None) or {
                 "label": f"from Python: {name}" if name else "picture from Python",
                 "source": source,
