@@ -59,6 +59,8 @@ def test_explorer_fits_the_column(explorer, width):
         assert m["width"] <= width
         assert m["scroll"] <= m["client"], m
         assert not m["outside"], m
+        shot = H.save_explorer_screenshot(page, H.ARTIFACTS / f"explorer-{width}px.png")
+        print(f"[controls] screenshot: {shot}")
     finally:
         if narrow:
             page.evaluate("() => window.jupyterapp.shell.expandLeft()")

@@ -223,6 +223,8 @@ class ExplorerView(widgets.VBox):
             tooltips=[TIPS["scope_global"], TIPS["scope_layer"]],
             tooltip=TIPS["scope"],
             style={"button_width": "80px", "description_width": "45px"},
+            # ipywidgets lays toggle buttons out as a block: the label would sit above
+            layout=widgets.Layout(display="flex", align_items="center"),
         )
         self.scope_buttons.add_class("critpath-scope")
         self.progress = widgets.IntProgress(
