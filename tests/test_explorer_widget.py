@@ -21,6 +21,7 @@ from PIL import Image
 
 import critpath_widgets
 from critpath_widgets import Cancelled, ModelError, PathwayExplorer
+from critpath_widgets.widgets.explorer.view import OTHER_PICTURE
 
 TIMEOUT = 120
 
@@ -127,12 +128,16 @@ def test_initial_view_and_test_hooks(explorer):
     assert (e.method, e.scope) == (w.method, w.scope) == ("neuron_mct", "global")
     assert float(e.sparsity) == pytest.approx(w.sparsity) == pytest.approx(0.7)
     assert int(e.target[0]) == w.target == int(e.logits[0].argmax())
-    # target picker: the top-5 classes with probabilities
-    opts = w.target_picker.options
-    assert len(opts) == 5 and all("%" in label for label, _ in opts)
+    # target picker: the top-5 classes with probabilities first, then every other class
+    opts = list(w.target_picker.options)
+    n = e.logits.shape[1]
+    assert len(opts) == n and all("%" in label for label in opts[:5])
+    assert not any("%" in label for label in opts[5:])
     probs = torch.softmax(e.logits[0], 0)
-    assert [v for _, v in opts] == probs.argsort(descending=True)[:5].tolist()
-    assert w.target_picker.value == w.target
+    top = probs.argsort(descending=True)[:5].tolist()
+    assert [w.picked_target(label) for label in opts[:5]] == top
+    assert sorted(w.picked_target(label) for label in opts) == list(range(n))
+    assert w.picked_target(w.target_picker.value) == w.target
     # panels show the pathway gradient and the plain gradient
     sal = e.saliency_map("max_abs")[0].detach().numpy()
     np.testing.assert_allclose(_overlay_array(w.pathway_overlay), sal, rtol=1e-6)
@@ -173,8 +178,8 @@ def test_traits_and_controls_sync_both_ways(explorer):
     idx = [v for _, v in w.method_picker.options].index("neuron_mct")
     w.method_picker.set_state({"index": idx})
     assert w.method == "neuron_mct"
-    w.target_picker.set_state({"index": 2})
-    picked = w.target_picker.options[2][1]
+    w.target_picker.set_state({"value": w.target_picker.options[2]})
+    picked = w.picked_target(w.target_picker.options[2])
     assert w.target == picked
     w.wait(TIMEOUT)
     e = w.explanation
@@ -183,10 +188,11 @@ def test_traits_and_controls_sync_both_ways(explorer):
     np.testing.assert_allclose(
         _overlay_array(w.pathway_overlay), e.saliency_map()[0].detach().numpy(), rtol=1e-6
     )
-    # a target outside the top 5 is added to the picker
-    outside = next(i for i in range(10) if i not in [v for _, v in w.target_picker.options])
+    # a target outside the top 5 shows its label in the picker
+    top = {w.picked_target(label) for label in w.target_picker.options[:5]}
+    outside = next(i for i in range(10) if i not in top)
     w.target = outside
-    assert w.target_picker.value == outside
+    assert w.picked_target(w.target_picker.value) == outside
     w.wait(TIMEOUT)
     assert int(w.explanation.target[0]) == outside
     assert "class" in w.gradient_overlay.label
@@ -387,14 +393,15 @@ def test_bad_uploads_show_message_and_keep_view(explorer, monkeypatch):
     w.wait(TIMEOUT)
     assert w.last_error is None, w.message_text
     assert w.pathway_overlay.image != image_before
-    assert w.upload.value == ()  # cleared so the same file can be uploaded again
-    assert w.photo_picker.value is None
+    # the upload control counts the file on show; the photo picker names it
+    assert [f["name"] for f in w.upload.value] == ["gray16.png"]
+    assert w.photo_picker.label == "uploaded: gray16.png"
     assert int(w.explanation.target[0]) == w.target == int(w.explanation.logits[0].argmax())
 
 
 def test_sample_photo_dropdown_and_set_image(explorer):
     w = explorer
-    names = list(w.photo_picker.options)
+    names = [v for _, v in w.photo_picker.options if v != OTHER_PICTURE]
     assert names == critpath_widgets.sample_images()
     first = w.explanation
     w.photo_picker.set_state({"index": 1})
@@ -405,7 +412,7 @@ def test_sample_photo_dropdown_and_set_image(explorer):
     w.set_image(np.zeros((50, 60, 4), dtype=np.uint8))  # RGBA array
     w.wait(TIMEOUT)
     assert w.last_error is None and w.pathway_overlay.image != img
-    assert w.photo_picker.value is None
+    assert w.photo_picker.label == "picture from Python"
 
 
 def test_tensor_image_without_preprocess(model):
@@ -419,7 +426,7 @@ def test_tensor_image_without_preprocess(model):
         e = w.explanation
         assert (e.method, float(e.sparsity)) == ("random", pytest.approx(0.8))
         assert w.category(3) == "class 3"
-        assert w.target_picker.options[0][0].startswith("class ")
+        assert w.target_picker.options[0].startswith("class ")
     finally:
         w.close()
     with pytest.raises(critpath_widgets.InputError, match="preprocess"):

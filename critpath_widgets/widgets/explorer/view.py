@@ -15,7 +15,7 @@ from __future__ import annotations
 import html
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -27,6 +27,7 @@ from ...methods import method_label
 from ...report import MapStyle
 from ..layers import LayerContributions
 from ..overlay import AttributionOverlay
+from .targets import class_labels
 
 #: The sparsity slider's upper end (removing every neuron leaves no pathway).
 SPARSITY_MAX = 0.99
@@ -34,6 +35,70 @@ SPARSITY_MAX = 0.99
 _READABLE = asdict(MapStyle())
 #: Progress bar updates are at least this many seconds apart (the last one always shows).
 PROGRESS_INTERVAL_S = 0.1
+
+#: The photo picker's value for the one picture that is not a sample (an upload, or a
+#: picture given from Python); its label names it. No sample is called this.
+OTHER_PICTURE = "\x00picture"
+
+#: Every control's tooltip (the ``title`` the browser shows on hover).
+TIPS = {
+    "photo": "A sample photo to explain, or the picture you uploaded or gave from Python",
+    "upload": "Upload a photo (JPEG, PNG, ...) to explain; the count is the uploaded "
+    "files on show (0 while a sample is shown)",
+    "target": "The class whose logit is explained. The 5 most probable classes come "
+    "first, with probabilities; type part of any class name and press Enter",
+    "method": "How each neuron's contribution to the target logit is scored; the "
+    "pathway keeps the highest scored neurons (random: a baseline)",
+    "sparsity": "Share of neurons the pathway removes (0.70: the 30% with the highest "
+    "scores are kept); the map is the gradient through the kept neurons",
+    "scope": "Where the sparsity threshold applies",
+    "scope_global": "global: one threshold over the scores of all sites together",
+    "scope_layer": "per layer: the same share of neurons is removed at every site",
+    "cancel": "Stop the running computation; the previous result stays",
+}
+
+#: One sentence per control group, shown under a collapsed "?" line.
+HELP = (
+    (
+        "target",
+        "the class whose logit is explained (the most probable 5 first; type "
+        "to search every class).",
+    ),
+    (
+        "method",
+        "how each neuron's contribution to the target logit is scored; the "
+        "critical pathway keeps the neurons with the highest scores.",
+    ),
+    (
+        "sparsity",
+        "the share of neurons the pathway removes; the map is the gradient "
+        "of the target logit through the neurons that remain.",
+    ),
+    (
+        "scope",
+        "global uses one threshold over all sites together; per layer removes "
+        "the same share at every site.",
+    ),
+    ("photo", "a sample photo, or a picture you upload (the picker lists it)."),
+)
+
+
+def described(label: str, tip: str) -> str:
+    """A control's description as HTML whose hover title is ``tip``: ipywidgets 8's
+    dropdown, combobox and text views put ``tooltip`` nowhere once a description is set,
+    so the description carries it (the ``tooltip`` trait is set as well)."""
+    return f'<span title="{esc(tip)}">{esc(label)}</span>'
+
+
+def help_html() -> str:
+    """The collapsed help under the controls: one line per control group."""
+    items = "".join(f"<li><b>{esc(k)}</b>: {esc(v)}</li>" for k, v in HELP)
+    return (
+        '<details style="font-size:12px;color:#555;margin:2px 0">'
+        '<summary style="cursor:pointer">? What the controls mean</summary>'
+        f'<ul style="margin:2px 0 2px 18px;padding:0">{items}</ul></details>'
+    )
+
 
 _MESSAGE_COLORS = {
     "info": ("#1b5e20", "#eef7ee"),
@@ -82,7 +147,9 @@ def summary_html(
 
 
 def _row(children: list[widgets.Widget], align: str = "center") -> widgets.HBox:
-    return widgets.HBox(children, layout=widgets.Layout(flex_flow="row wrap", align_items=align))
+    """A row that wraps its children onto new lines when the column is narrow."""
+    layout = widgets.Layout(flex_flow="row wrap", align_items=align, max_width="100%")
+    return widgets.HBox(children, layout=layout)
 
 
 class ExplorerView(widgets.VBox):
@@ -96,24 +163,45 @@ class ExplorerView(widgets.VBox):
         self.photo_picker = widgets.Dropdown(
             options=list(sample_names),
             value=None,
-            description="photo",
-            layout=widgets.Layout(width="190px"),
+            description=described("photo", TIPS["photo"]),
+            description_allow_html=True,
+            tooltip=TIPS["photo"],
+            layout=widgets.Layout(width="220px"),
             style={"description_width": "40px"},
         )
+        self.photo_picker.add_class("critpath-photo")
+        self._sample_names = list(sample_names)
         self.upload = widgets.FileUpload(
-            accept="image/*", multiple=False, description="Upload", icon="upload"
+            accept="image/*",
+            multiple=False,
+            description="Upload",
+            icon="upload",
+            tooltip=TIPS["upload"],
         )
+        self.upload.add_class("critpath-upload")
         self.photo_picker.disabled = not photo_ok
         self.upload.disabled = not photo_ok
-        self.target_picker = widgets.Dropdown(
+        #: every class, most probable first; typed text is resolved by the explorer
+        self.target_picker = widgets.Combobox(
             options=[],
-            description="target",
-            layout=widgets.Layout(width="290px"),
+            value="",
+            placeholder="type to search all classes",
+            ensure_option=False,
+            continuous_update=False,
+            description=described("target", TIPS["target"]),
+            description_allow_html=True,
+            tooltip=TIPS["target"],
+            layout=widgets.Layout(width="300px"),
             style={"description_width": "45px"},
         )
+        self.target_picker.add_class("critpath-target")
+        self._target_labels: dict[str, int] = {}
+        self._target_key: tuple = ()
         self.method_picker = widgets.Dropdown(
             options=[(method_label(m), m) for m in methods],
-            description="method",
+            description=described("method", TIPS["method"]),
+            description_allow_html=True,
+            tooltip=TIPS["method"],
             layout=widgets.Layout(width="260px"),
             style={"description_width": "60px"},
         )
@@ -124,7 +212,9 @@ class ExplorerView(widgets.VBox):
             step=0.01,
             value=0.7,
             continuous_update=True,
-            description="sparsity",
+            description=described("sparsity", TIPS["sparsity"]),
+            description_allow_html=True,
+            tooltip=TIPS["sparsity"],
             readout_format=".2f",
             layout=widgets.Layout(width="330px"),
             style={"description_width": "55px"},
@@ -132,15 +222,25 @@ class ExplorerView(widgets.VBox):
         self.sparsity_slider.add_class("critpath-sparsity")
         self.scope_buttons = widgets.ToggleButtons(
             options=[("global", "global"), ("per layer", "layer")],
-            description="scope",
+            description=described("scope", TIPS["scope"]),
+            description_allow_html=True,
+            tooltips=[TIPS["scope_global"], TIPS["scope_layer"]],
+            tooltip=TIPS["scope"],
             style={"button_width": "80px", "description_width": "45px"},
+            # ipywidgets lays toggle buttons out as a block: the label would sit above
+            layout=widgets.Layout(display="flex", align_items="center"),
         )
+        self.scope_buttons.add_class("critpath-scope")
         self.progress = widgets.IntProgress(
             min=0, max=1, value=0, description="", layout=widgets.Layout(width="300px")
         )
         self.progress_label = widgets.Label("")
         self.cancel_button = widgets.Button(
-            description="Cancel", icon="stop", button_style="warning", disabled=True
+            description="Cancel",
+            icon="stop",
+            button_style="warning",
+            disabled=True,
+            tooltip=TIPS["cancel"],
         )
         self.progress_box = widgets.HBox(
             [self.progress, self.progress_label, self.cancel_button],
@@ -148,6 +248,8 @@ class ExplorerView(widgets.VBox):
         )
         self.message = widgets.HTML("")
         self.message.add_class("critpath-message")
+        self.help = widgets.HTML(help_html(), layout=widgets.Layout(max_width="100%"))
+        self.help.add_class("critpath-help")
 
         overlay_layout = {"flex": "0 0 auto", "width": "336px", "margin": "0 16px 0 0"}
         # both maps in the readable style the CLI figure and save() use (MapStyle())
@@ -161,13 +263,18 @@ class ExplorerView(widgets.VBox):
         self.gradient_overlay.add_class("critpath-gradient-overlay")
         self.layers = LayerContributions()
         self.layers.layer_figure.add_class("critpath-layer-chart")
+        for box in self.layers.children:
+            # the layer panel's rows (channel chart beside the site map) wrap too
+            if isinstance(box, widgets.HBox):
+                box.layout.flex_flow = "row wrap"
 
         row1 = _row([self.photo_picker, self.upload, self.target_picker])
         row2 = _row([self.method_picker, self.sparsity_slider, self.scope_buttons])
         maps = _row([self.pathway_overlay, self.gradient_overlay], align="flex-start")
-        super().__init__(
-            children=[row1, row2, self.progress_box, self.message, maps, self.layers], **kwargs
-        )
+        # the explorer fits the notebook column: rows wrap, nothing sets a total width
+        kwargs.setdefault("layout", widgets.Layout(max_width="100%"))
+        children = [row1, row2, self.help, self.progress_box, self.message, maps, self.layers]
+        super().__init__(children=children, **kwargs)
         self.add_class("critpath-explorer")
         self._boxes = [row1, row2, maps, self.progress_box]
 
@@ -214,41 +321,68 @@ class ExplorerView(widgets.VBox):
             self.cancel_button.disabled = True
 
     # ----------------------------------------------------------------- results
-    def set_target_options(
-        self, target: int, entry: Any | None, category: Callable[[int], str]
-    ) -> None:
-        """List the picture's most probable classes (plus ``target``) in the target
-        picker and select ``target``; ``entry`` is the picture's cache entry."""
-        options = list(self.target_picker.options)
-        values = [v for _, v in options]
-        if entry is not None and entry.ready:
-            base = [(f"{category(i)} ({entry.probs[i]:.1%})", i) for i in entry.top]
-            if [v for _, v in base] != values[: len(base)] or target not in values:
-                options = base
-                values = [v for _, v in options]
-        if target not in values:
-            probs = entry.probs if entry is not None else None
-            p = probs[target] if probs is not None and 0 <= target < len(probs) else None
-            options.append((category(target) + (f" ({p:.1%})" if p is not None else ""), target))
-        with self.target_picker.hold_sync():
-            if list(self.target_picker.options) != options:
-                self.target_picker.options = options
-            self.target_picker.value = target
+    def set_target_options(self, target: int, entry: Any | None, names: list[str]) -> None:
+        """List every class in the target picker (the picture's most probable ones first,
+        with probabilities) and show ``target``'s label; ``entry`` is the picture's cache
+        entry, ``names`` the class names. Options are sent only when they change."""
+        ready = entry is not None and entry.ready
+        # the picture and its top classes with their probabilities (they change when
+        # the model does) decide the options
+        key = (len(names), None)
+        if ready:
+            top = [int(i) for i in entry.top]
+            key = (len(names), entry.id, tuple(top), np.asarray(entry.probs)[top].tobytes())
+        if key != self._target_key or not self._target_labels:
+            probs = entry.probs if ready else None
+            labels, index = class_labels(names, probs, entry.top if ready else [])
+            self._target_labels, self._target_key = index, key
+            if list(self.target_picker.options) != labels:
+                self.target_picker.options = labels
+        self.target_picker.value = self.target_label(target)
+
+    def target_label(self, target: int) -> str:
+        """The picker's label of class ``target`` (with its probability when in the top)."""
+        # labels come in picker order: a top class's first label carries its probability
+        for label, i in self._target_labels.items():
+            if i == target:
+                return label
+        return f"class {target}"
+
+    def picked_target(self, text: str) -> int | None:
+        """The class index of a label of the picker (``None`` for other typed text)."""
+        return self._target_labels.get(text)
 
     def take_upload(self, files: Any) -> tuple[bytes, str] | None:
-        """The last uploaded file as (content, name), clearing the upload control so that
-        the same file can be uploaded again; ``None`` when there is none. Call it quietly."""
+        """The last uploaded file as (content, name); ``None`` when there is none. The
+        upload control keeps it (its count says an uploaded file is on show) until
+        :meth:`show_photo_choice` clears it for another picture."""
         if not files:
             return None
         item = files[-1]
         content = item["content"] if isinstance(item, dict) else item.content
         name = item["name"] if isinstance(item, dict) else getattr(item, "name", "")
-        data = bytes(content)
-        try:
-            self.upload.value = ()
-        except Exception:  # noqa: BLE001 - clearing is only for re-uploads
-            pass
-        return data, name or "upload"
+        return bytes(content), name or "upload"
+
+    def show_photo_choice(self, sample: str | None, other: dict | None) -> None:
+        """Show in the photo picker and upload button which picture is current: a sample
+        (``other`` the non-sample picture still offered), or ``other`` itself (a dict
+        with ``label`` and ``upload``, the upload control's value or ``()``). Call it
+        quietly."""
+        options = [(n, n) for n in self._sample_names]
+        if other is not None:
+            options.append((other["label"], OTHER_PICTURE))
+        with self.photo_picker.hold_sync():
+            if list(self.photo_picker.options) != options:
+                self.photo_picker.options = options
+            self.photo_picker.value = (
+                sample if sample is not None else (OTHER_PICTURE if other is not None else None)
+            )
+        upload = other["upload"] if sample is None and other is not None else ()
+        if tuple(self.upload.value) != tuple(upload):
+            try:
+                self.upload.value = upload
+            except Exception:  # noqa: BLE001 - the count is cosmetic
+                pass
 
     def show_maps(
         self,
@@ -297,10 +431,19 @@ class ExplorerView(widgets.VBox):
         "progress_label",
         "cancel_button",
         "message",
+        "help",
     )
 
 
-__all__ = ["ExplorerView", "SPARSITY_MAX", "esc", "message_html", "summary_html"]
+__all__ = [
+    "ExplorerView",
+    "OTHER_PICTURE",
+    "SPARSITY_MAX",
+    "TIPS",
+    "esc",
+    "message_html",
+    "summary_html",
+]
 
 
 def notices_html(e: Any) -> str:

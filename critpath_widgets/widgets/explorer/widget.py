@@ -30,6 +30,7 @@ from .compare_link import attach_comparison
 from .controls import ControlsMixin
 from .evaluation_link import attach_evaluation
 from .session import ExplainSession
+from .targets import ClassTarget
 from .view import SPARSITY_MAX, ExplorerView, esc, notices_html, summary_html
 from .watch import ModelPoller
 from .worker import Request, RequestWorker, Superseded
@@ -74,9 +75,10 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
     """Share of neurons the pathway removes; linked to the slider. A change reuses the
     cached scores (one masked pass)."""
 
-    target = traitlets.Int(0, help="class index whose logit is explained")
-    """Class explained. Follows the prediction of each new picture until set (from
-    Python or the target picker)."""
+    target = ClassTarget(0, help="class index whose logit is explained")
+    """Class explained, held as its index; may be set by name (``w.target = "espresso"``,
+    or a part only one class contains; else InputError with the candidates). Follows
+    the prediction of each new picture until set (from Python or the target picker)."""
 
     scope = traitlets.Enum(SCOPES, default_value="global", help="global or per-layer")
     """"global" (one threshold over all sites) or "layer" (the same share per site)."""
@@ -119,6 +121,8 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
         self._shown: dict | None = None
         self._last_error: BaseException | None = None
         self._auto_site = True
+        #: how the photo picker names each recent non-sample picture, by image id
+        self._picture_slots: dict[int, dict | None] = {}
         #: how many explain / at_sparsity / reused / gradient / shown steps the worker ran
         self.stats = self._session.stats
         #: seconds spent by the last shown request: computing, then updating the widgets
@@ -204,32 +208,6 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
     def category(self, index: int) -> str:
         """The class name of ``index`` (``"class i"`` without names)."""
         return self._session.category(index)
-
-    def set_image(self, image: Any, name: str | None = None, *, keep_target: bool = False) -> None:
-        """Show another picture: a sample name, PIL image, array, file bytes, path or
-        preprocessed tensor. Decoding happens in the worker; a bad picture shows a
-        message and the previous one stays. The target follows the new prediction
-        unless ``keep_target``."""
-        sample = None
-        if isinstance(image, str) and image in self._sample_names and not Path(image).is_file():
-            sample = image
-        if isinstance(image, torch.Tensor):
-            if image.ndim == 3:
-                image = image.unsqueeze(0)
-            if image.ndim != 4 or image.shape[0] != 1:
-                raise InputError(
-                    f"an image tensor must be (C, H, W) or (1, C, H, W), got {tuple(image.shape)}"
-                )
-        elif self._session.preprocess is None and self._session.model is not None:
-            raise InputError("this explorer has no preprocess: pass a preprocessed tensor")
-        with self._lock:
-            self._session.add_image(image, sample=sample)
-            if not keep_target:
-                self._target_auto = True
-        with self._quiet():
-            self.photo_picker.value = sample
-        self.show_message(f"Loading {esc(sample or name or 'the picture')}...", "busy")
-        self._submit()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the view reflects the current traits and image.
@@ -329,32 +307,12 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
             raise traitlets.TraitError(f"method must be one of {self._methods}, got {value!r}")
         return value
 
-    @traitlets.validate("target")
-    def _validate_target(self, proposal: dict) -> int:
-        value = int(proposal["value"])
-        n = self._images.num_classes()
-        if value < 0 or (n is not None and value >= n):
-            raise traitlets.TraitError(
-                f"target must be a class index in [0, {n - 1 if n else '...'}], got {value}"
-            )
-        return value
-
     @traitlets.observe("method", "sparsity", "scope")
     def _on_param(self, change: dict) -> None:
         if change["name"] == "method":
             self._sync_method_controls()
         if not self._is_quiet():
             self._submit()
-
-    @traitlets.observe("target")
-    def _on_target(self, change: dict) -> None:
-        if self._is_quiet():
-            return
-        with self._lock:
-            self._target_auto = False
-        with self._quiet():
-            self._sync_target_picker(change["new"])
-        self._submit()
 
     def _submit(self) -> None:
         """Make a request of the current picture and traits."""
