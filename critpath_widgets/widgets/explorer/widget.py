@@ -452,6 +452,7 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
             f"sparsity {req.sparsity:.2f}",
             grad if new_gradient else None,
             f"plain gradient: {self.category(target)}",
+            target=self.category(target),
         )
         self.layers.update(e, entry.display if new_image else None)
         if self._auto_site and self.layers.selected_site < 0 and self.layers.summary:
