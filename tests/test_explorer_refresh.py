@@ -110,8 +110,9 @@ def test_auto_refresh_off_leaves_the_view_until_asked_and_close_ends_the_poller(
             model[4].bias.add_(1.0)
         time.sleep(0.5)
         assert w.explanation is first and w._session.watch.differs()
-        w.refresh()
+        w.refresh_button.click()  # the Refresh button, as the front end reports a click
         assert w.wait(TIMEOUT) and w.explanation is not first
+        torch.testing.assert_close(*_shown_logits(w))
     finally:
         w.close()
     time.sleep(0.2)

@@ -55,6 +55,8 @@ TIPS = {
     "scope_global": "global: one threshold over the scores of all sites together",
     "scope_layer": "per layer: the same share of neurons is removed at every site",
     "cancel": "Stop the running computation; the previous result stays",
+    "refresh": "Compute the view again from the model as it is now (after an edit; an "
+    "idle explorer also notices edits by itself within 2 s)",
 }
 
 #: One sentence per control group, shown under a collapsed "?" line.
@@ -242,6 +244,13 @@ class ExplorerView(widgets.VBox):
             disabled=True,
             tooltip=TIPS["cancel"],
         )
+        self.refresh_button = widgets.Button(
+            description="Refresh",
+            icon="refresh",
+            tooltip=TIPS["refresh"],
+            layout=widgets.Layout(width="auto"),
+        )
+        self.refresh_button.add_class("critpath-refresh")
         self.progress_box = widgets.HBox(
             [self.progress, self.progress_label, self.cancel_button],
             layout=widgets.Layout(display="none", align_items="center"),
@@ -268,7 +277,7 @@ class ExplorerView(widgets.VBox):
             if isinstance(box, widgets.HBox):
                 box.layout.flex_flow = "row wrap"
 
-        row1 = _row([self.photo_picker, self.upload, self.target_picker])
+        row1 = _row([self.photo_picker, self.upload, self.target_picker, self.refresh_button])
         row2 = _row([self.method_picker, self.sparsity_slider, self.scope_buttons])
         maps = _row([self.pathway_overlay, self.gradient_overlay], align="flex-start")
         # the explorer fits the notebook column: rows wrap, nothing sets a total width
@@ -430,6 +439,7 @@ class ExplorerView(widgets.VBox):
         "progress",
         "progress_label",
         "cancel_button",
+        "refresh_button",
         "message",
         "help",
     )

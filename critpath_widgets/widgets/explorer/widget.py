@@ -165,6 +165,7 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
         ]
         self._sync_method_controls()
         self.cancel_button.on_click(lambda _b: self.cancel())
+        self.refresh_button.on_click(lambda _b: self.refresh())
         self._poller = ModelPoller(self, "_look_at_model")
         self.target_picker.observe(self._on_target_picker, "value")
         self.photo_picker.observe(self._on_photo_picker, "value")
