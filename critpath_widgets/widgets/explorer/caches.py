@@ -220,12 +220,74 @@ def tensor_to_display(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr, "RGB")
 
 
+def _walk(obj: Any, seen: set[int], found: dict[int, Any], depth: int = 0) -> None:
+    """Collect the tensors and arrays reachable from ``obj`` into ``found`` (by storage),
+    through dataclasses, plain objects, dicts and sequences; never into a model."""
+    if depth > 8 or id(obj) in seen or obj is None or isinstance(obj, (str, bytes, int, float)):
+        return
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        key = obj.untyped_storage().data_ptr() if obj.numel() else id(obj)
+        found.setdefault(key, obj)
+        return
+    if isinstance(obj, np.ndarray):
+        base = obj
+        while isinstance(base.base, np.ndarray):
+            base = base.base
+        found.setdefault(id(base), base)
+        return
+    if isinstance(obj, torch.nn.Module) or callable(obj) and not hasattr(obj, "__dict__"):
+        return
+    if isinstance(obj, dict):
+        children = list(obj.values())
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        children = list(obj)
+    elif isinstance(obj, (LruCache, OrderedDict)):
+        children = list(obj._data.values()) if isinstance(obj, LruCache) else list(obj.values())
+    elif hasattr(obj, "__dict__"):
+        # an Explanation's explainer holds the model and its buffers: not a cache's own
+        children = [v for k, v in vars(obj).items() if k != "explainer"]
+    else:
+        return
+    for child in children:
+        _walk(child, seen, found, depth + 1)
+
+
+def cache_report(session: Any) -> dict[str, Any]:
+    """What the session's caches hold: ``bytes`` of distinct tensors and arrays,
+    ``graphs`` (cached tensors that keep an autograd graph or require grad: must be 0),
+    ``entries`` per cache; for benchmarks and tests, not for the hot path."""
+    found: dict[int, Any] = {}
+    seen: set[int] = set()
+    with session.lock:
+        caches = {
+            "explanations": session.explanations,
+            "gradients": session.gradients,
+            "baselines": session.baselines,
+        }
+        entries = {name: len(c) for name, c in caches.items()}
+        entries["images"] = len(session.images.entries)
+        for c in caches.values():
+            _walk(list(c._data.values()), seen, found)
+        for entry in session.images.entries.values():
+            _walk([entry.x, entry.probs, entry.source], seen, found)
+    total, graphs = 0, 0
+    for v in found.values():
+        if isinstance(v, torch.Tensor):
+            total += v.untyped_storage().nbytes()
+            graphs += int(v.grad_fn is not None or v.requires_grad)
+        else:
+            total += v.nbytes
+    return {"bytes": total, "graphs": graphs, "entries": entries}
+
+
 __all__ = [
     "CACHE_SIZE",
     "GRADIENT_CACHE_SIZE",
     "IMAGE_CACHE_SIZE",
     "TOP_K",
     "ImageEntry",
+    "cache_report",
     "ImageStore",
     "LruCache",
     "prepare_image",
