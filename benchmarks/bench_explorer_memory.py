@@ -5,8 +5,9 @@
 
 A fresh subprocess (so nothing else is resident) reports its resident set size (VmRSS)
 and peak (VmHWM) from /proc/self/status after: import, the default model, the
-explorer's first result on "coffee", three slider moves, a method change, two baselines
-(guided backprop, integrated gradients) and one run of the evaluation panel; with the
+explorer's first result on "coffee", three slider moves, a method change, two more
+scorings (per-layer scope), two baselines (guided backprop, integrated gradients) and
+one run of the evaluation panel; with the
 bytes held by the explorer's caches (tensors and arrays reachable from them) and
 whether any cached tensor keeps an autograd graph. The issue's target: under 1 GB RSS
 after the first result (the steps after it add what the user asked for).
@@ -78,6 +79,11 @@ def _child() -> None:
     w.method = "random"
     w.wait(600)
     mark("method change", w)
+    w.scope = "layer"
+    w.wait(600)
+    w.method = "neuron_mct"
+    w.wait(600)
+    mark("4 scorings", w)
     for b in ("guided_backprop", "integrated_gradients"):
         if b in w._methods:
             w.method = b

@@ -102,6 +102,20 @@ def test_cache_report_counts_a_graph_and_distinct_storage_once():
     assert cache_report(session)["graphs"] == 1
 
 
+def test_explanation_cache_keeps_to_its_byte_budget_and_the_latest_entry():
+    mib = 1024 * 1024
+    cache = caches.LruCache(6, budget=3 * mib)
+    for i in range(4):
+        cache.put((1, i), {"scores": np.zeros(mib // 8)})  # 1 MiB each
+    assert list(cache._data) == [(1, 1), (1, 2), (1, 3)]  # the oldest went
+    cache.get((1, 1))  # used again: now the most recent
+    cache.put((1, 4), [torch.zeros(mib // 4), torch.zeros(mib // 4)])  # 2 MiB
+    assert list(cache._data) == [(1, 1), (1, 4)]
+    cache.put((1, 5), np.zeros(mib))  # 8 MiB, over the budget alone: still kept
+    assert list(cache._data) == [(1, 5)]
+    assert caches.nbytes(cache.get((1, 5))) == 8 * mib
+
+
 def test_the_worker_trims_the_heap_once_a_result_is_on_show(monkeypatch):
     calls = []
     monkeypatch.setattr(worker, "trim_heap", lambda: calls.append(1) or True)
@@ -165,6 +179,8 @@ def test_default_explorer_rss_stays_near_the_first_result_after_a_baseline():
     rows = {r["step"]: r for r in json.loads(out.stdout)}
     first = rows["first result"]["VmRSS"]
     assert first < 1.25 * 1024, rows
-    assert rows["2 baselines"]["VmRSS"] - rows["method change"]["VmRSS"] < 300, rows
+    assert rows["2 baselines"]["VmRSS"] - rows["4 scorings"]["VmRSS"] < 300, rows
     assert rows["evaluation run"]["VmRSS"] - first < 450, rows
     assert all(r.get("graphs", 0) == 0 for r in rows.values()), rows
+    # four scorings on show in turn: the explanations kept stay near their byte budget
+    assert rows["4 scorings"]["cache_mib"] < 320, rows

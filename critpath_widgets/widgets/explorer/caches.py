@@ -28,6 +28,10 @@ from ..images import as_rgb_image
 
 #: Scored explanations kept (each holds one score per neuron).
 CACHE_SIZE = 6
+#: Bytes the scored explanations may hold together (the latest one is always kept): on
+#: the default model one holds ~80 MB (scores, contributions, sorted keys, pathway), so
+#: about three fit; six would hold ~480 MB for results not on show.
+EXPLANATION_BUDGET = 256 * 1024 * 1024
 #: Plain-gradient maps kept (one (H, W) float32 array each).
 GRADIENT_CACHE_SIZE = 4 * CACHE_SIZE
 #: Pictures kept (decoded and preprocessed) besides the current one.
@@ -108,10 +112,13 @@ class ImageStore:
 
 
 class LruCache:
-    """A bounded mapping that forgets the least recently used key first."""
+    """A bounded mapping that forgets the least recently used key first: beyond ``size``
+    keys, and (with ``budget``) beyond ``budget`` bytes as ``nbytes`` counts them, the
+    most recent key always kept."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, budget: int | None = None) -> None:
         self.size = size
+        self.budget = budget
         self._data: OrderedDict[Hashable, Any] = OrderedDict()
 
     def __len__(self) -> int:
@@ -128,11 +135,17 @@ class LruCache:
         return value
 
     def put(self, key: Hashable, value: Any) -> None:
-        """Store ``value`` as the most recently used, evicting beyond :attr:`size`."""
+        """Store ``value`` as the most recently used, evicting beyond the bounds."""
         self._data[key] = value
         self._data.move_to_end(key)
         while len(self._data) > self.size:
             self._data.popitem(last=False)
+        if self.budget is not None:
+            # sizes are taken now, not at first put: an explanation grows (sorted keys)
+            sizes = [nbytes(v) for v in self._data.values()]
+            while len(self._data) > 1 and sum(sizes) > self.budget:
+                self._data.popitem(last=False)
+                sizes.pop(0)
 
     def clear(self) -> None:
         """Forget everything (the model changed)."""
@@ -253,6 +266,26 @@ def _walk(obj: Any, seen: set[int], found: dict[int, Any], depth: int = 0) -> No
         _walk(child, seen, found, depth + 1)
 
 
+def _tensors_bytes(found: dict[int, Any]) -> tuple[int, int]:
+    """Bytes of the distinct tensors and arrays in ``found``, and how many tensors keep
+    an autograd graph (or require grad)."""
+    total, graphs = 0, 0
+    for v in found.values():
+        if isinstance(v, torch.Tensor):
+            total += v.untyped_storage().nbytes()
+            graphs += int(v.grad_fn is not None or v.requires_grad)
+        else:
+            total += v.nbytes
+    return total, graphs
+
+
+def nbytes(obj: Any) -> int:
+    """Bytes of the distinct tensors and arrays reachable from ``obj`` (not its model)."""
+    found: dict[int, Any] = {}
+    _walk(obj, set(), found)
+    return _tensors_bytes(found)[0]
+
+
 def cache_report(session: Any) -> dict[str, Any]:
     """What the session's caches hold: ``bytes`` of distinct tensors and arrays,
     ``graphs`` (cached tensors that keep an autograd graph or require grad: must be 0),
@@ -271,23 +304,19 @@ def cache_report(session: Any) -> dict[str, Any]:
             _walk(list(c._data.values()), seen, found)
         for entry in session.images.entries.values():
             _walk([entry.x, entry.probs, entry.source], seen, found)
-    total, graphs = 0, 0
-    for v in found.values():
-        if isinstance(v, torch.Tensor):
-            total += v.untyped_storage().nbytes()
-            graphs += int(v.grad_fn is not None or v.requires_grad)
-        else:
-            total += v.nbytes
+    total, graphs = _tensors_bytes(found)
     return {"bytes": total, "graphs": graphs, "entries": entries}
 
 
 __all__ = [
     "CACHE_SIZE",
+    "EXPLANATION_BUDGET",
     "GRADIENT_CACHE_SIZE",
     "IMAGE_CACHE_SIZE",
     "TOP_K",
     "ImageEntry",
     "cache_report",
+    "nbytes",
     "ImageStore",
     "LruCache",
     "prepare_image",
