@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,8 +64,18 @@ def _child() -> None:
     import torch  # noqa: F401
 
     import critpath_widgets  # noqa: F401
-    from critpath_widgets.widgets.explorer import PathwayExplorer
+    from critpath_widgets.widgets.explorer import PathwayExplorer, worker
 
+    trims: list[float] = []
+    plain_trim = worker.trim_heap
+
+    def timed_trim() -> bool:  # the worker's trim, timed
+        t = time.perf_counter()
+        done = plain_trim()
+        trims.append(time.perf_counter() - t)
+        return done
+
+    worker.trim_heap = timed_trim
     mark("import")
     from critpath_widgets.models import load_model
 
@@ -72,10 +84,15 @@ def _child() -> None:
     w = PathwayExplorer(bundle)
     w.wait(600)
     mark("first result", w)
+    slider, trim = [], []
     for s in (0.5, 0.8, 0.9):
         w.sparsity = s
         w.wait(600)
+        slider.append(w.last_timing["compute_s"] + w.last_timing["show_s"])
+        trim.append(trims[-1])
     mark("3 slider moves", w)
+    ratio = statistics.median(t / s for t, s in zip(trim, slider, strict=True))
+    print(json.dumps({"trim_per_slider_move": ratio}), flush=True)
     w.method = "random"
     w.wait(600)
     mark("method change", w)
@@ -115,7 +132,9 @@ def main() -> None:
         env=env,
         check=False,
     )
-    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    rows = [r for r in lines if "step" in r]
+    ratio = next((r["trim_per_slider_move"] for r in lines if "trim_per_slider_move" in r), None)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
         raise SystemExit(proc.returncode)
@@ -135,6 +154,8 @@ def main() -> None:
         )
     first = next(r for r in rows if r["step"] == "first result")
     print(f"first result / 1 GiB target: {first['VmRSS'] / 1024:.2f}")
+    if ratio is not None:
+        print(f"heap trim / slider move (compute + show), median of 3: {ratio:.3f}")
 
 
 if __name__ == "__main__":
