@@ -3,13 +3,16 @@
 * :class:`ImageStore` keeps the pictures by id: the one asked for (``current``), the
   last one that loaded (``good``, shown again when a new one fails) and the one on show
   (``shown``) are never evicted;
-* :class:`LruCache` holds the scored explanations per (image, target, method, scope),
-  so that a sparsity change costs one masked pass (``Explanation.at_sparsity``), and
+* :class:`LruCache` holds the scored explanations per (image, target, method, scope)
+  (at most :data:`CACHE_SIZE`, within :data:`EXPLANATION_BUDGET` bytes), so that a
+  sparsity change costs one masked pass (``Explanation.at_sparsity``), and
   the plain-gradient maps per (image, target). Keys start with the image id, so a
   picture's entries go when the picture goes.
 
-Only the worker thread prepares pictures and fills the caches; the explorer's lock
-guards every change, since the main thread reads and trims them.
+:func:`cache_report` says what they hold (bytes, and whether any tensor keeps an
+autograd graph: none may). Only the worker thread prepares pictures and fills the
+caches; the explorer's lock guards every change, since the main thread reads and trims
+them.
 """
 
 from __future__ import annotations
