@@ -203,3 +203,107 @@ def test_help_has_examples_and_help_on_every_option(capsys):
     sub = next(a for a in cli.build_parser()._actions if a.dest == "cmd")
     bare = [a.dest for a in sub.choices["explain"]._actions if not a.help]
     assert not bare, bare
+
+
+# ------------------------------------------------------------------ critpath evaluate
+@pytest.mark.parametrize(
+    ("args", "part"),
+    [
+        (["missing.jpg"], "neither a file, a folder nor a sample name"),
+        (["{empty}"], "no images found"),
+        (["coffee", "--target", "-1"], "--target -1"),
+        (["coffee", "--target", " "], "--target needs"),
+        (["coffee", "-o", "{tmp}"], "is a folder"),
+        (["coffee", "-o", "{photo}/r.jsonl"], "is not a folder"),
+        (["coffee", "--steps", "0"], "--steps"),
+        (["coffee", "--steps", "abc"], "--steps"),
+        (["coffee", "--methods", "nope"], "unknown or unavailable method 'nope'"),
+        (["coffee", "--methods", ","], "at least one"),
+        (["coffee", "--metrics", "nope"], "unknown metric 'nope'"),
+        (["coffee", "--model", "nomodel"], "nomodel"),
+        (["coffee", "--model", "resnet18", "--weights", "{tmp}/none.pt"], "not found"),
+        (["coffee", "--weights", "{tmp}/none.pt"], "--weights random"),
+        (["coffee", "--device", "toaster"], "--device toaster"),
+        (["coffee", "--dist-timeout", "0"], "--dist-timeout"),
+    ],
+)
+def test_evaluate_argument_mistakes_are_one_line_before_the_model_loads(
+    args, part, tmp_path, photo, no_load, capsys
+):
+    (tmp_path / "empty").mkdir()
+    fill = {"tmp": tmp_path, "photo": photo, "empty": tmp_path / "empty"}
+    argv = ["evaluate", *[a.format(**fill) for a in args]]
+    if "-o" not in argv:
+        argv += ["-o", str(tmp_path / "r.jsonl")]
+    _assert_one_line_error(capsys, _run(argv), part)
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_evaluate_cuda_without_cuda_is_one_line(monkeypatch, tmp_path, no_load, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    rc = _run(["evaluate", "coffee", "--device", "cuda", "-o", str(tmp_path / "r.jsonl")])
+    _assert_one_line_error(capsys, rc, "no CUDA device", "--device cpu")
+
+
+def test_evaluate_unwritable_out_is_one_line(monkeypatch, tmp_path, no_load, capsys):
+    from critpath_widgets.batch import command
+
+    monkeypatch.setattr(command.os, "access", lambda *a, **k: False)
+    rc = _run(["evaluate", "coffee", "-o", str(tmp_path / "r.jsonl")])
+    _assert_one_line_error(capsys, rc, "not writable")
+
+
+@pytest.mark.parametrize(
+    ("args", "part"),
+    [
+        (["--target", "10"], "0..9"),
+        (["--target", "zebra"], "not a class name"),
+        (["--target", "cat"], "several classes: 8 'tabby cat', 9 'tiger cat'"),
+    ],
+)
+def test_evaluate_target_mistakes_found_after_loading_are_one_line(
+    args, part, tiny, monkeypatch, photo, tmp_path, capsys
+):
+    _use(monkeypatch, tiny)
+    rc = _run(["evaluate", str(photo), "-o", str(tmp_path / "r.jsonl"), "--no-progress", *args])
+    _assert_one_line_error(capsys, rc, part)
+
+
+def test_evaluate_target_by_name_and_index(tiny, monkeypatch, photo, tmp_path, capsys):
+    from critpath_widgets.batch.store import read_records
+
+    _use(monkeypatch, tiny)
+    for spec, out in (("TABBY", "a.jsonl"), ("9", "b.jsonl")):
+        argv = ["evaluate", str(photo), "--methods", "gradient", "--metrics", "map"]
+        assert cli.main([*argv, "--target", spec, "-o", str(tmp_path / out), "--no-progress"]) == 0
+    (a,), (b,) = read_records(tmp_path / "a.jsonl"), read_records(tmp_path / "b.jsonl")
+    assert (a["target"], a["label"]) == (8, "tabby cat")
+    assert (b["target"], b["label"]) == (9, "tiger cat")
+
+
+def test_evaluate_offline_hint_names_cli_flags(monkeypatch, photo, tmp_path, capsys):
+    def offline(name, weights=None, **kwargs):
+        if weights is not None:
+            raise OSError("no network")
+        return torchvision.models.resnet18(num_classes=10)
+
+    monkeypatch.setattr(torchvision.models, "get_model", offline)
+    rc = _run(["evaluate", str(photo), "--model", "resnet18", "-o", str(tmp_path / "r.jsonl")])
+    line = _assert_one_line_error(capsys, rc, "--weights PATH", "--weights random")
+    assert "weights=" not in line
+
+
+def test_summarize_missing_file_is_one_line(tmp_path, capsys):
+    rc = _run(["summarize", str(tmp_path / "none.jsonl")])
+    _assert_one_line_error(capsys, rc, "no such results file")
+
+
+def test_evaluate_help_has_examples_and_help_on_every_option(capsys):
+    assert _run(["evaluate", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "examples:" in text and "critpath evaluate photos/" in text
+    assert "--target NAME|INDEX" in text and "-o OUT, --out OUT" in text
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "cmd")
+    for name in ("evaluate", "summarize"):
+        bare = [a.dest for a in sub.choices[name]._actions if not a.help]
+        assert not bare, (name, bare)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,49 +94,166 @@ def check_resumable(out: str, model: str) -> None:
                 )
 
 
+EVALUATE_EXAMPLES = """\
+examples:
+  critpath evaluate coffee chelsea --methods gradient,pathway_mct --metrics deletion
+  critpath evaluate photos/ --metrics map,deletion,insertion -o results.jsonl
+  critpath evaluate photos/ --target "tabby" --steps 10 --no-progress
+  critpath evaluate photos/ --model resnet18 --weights random   # offline, untrained
+  torchrun --nproc-per-node 2 -m critpath_widgets evaluate photos/ -o results.jsonl
+  critpath summarize results.jsonl
+"""
+
+
 def _split(s: str) -> list[str]:
     return [x.strip() for x in s.split(",") if x.strip()]
 
 
 def add_parsers(sub: Any) -> None:
     """The evaluate and summarize subcommands, on the CLI's subparsers."""
-    e = sub.add_parser("evaluate", help="evaluate methods on many images into a JSONL file")
-    e.add_argument("images", nargs="+", help="image files, folders (recursive) or sample names")
-    e.add_argument("--methods", default="gradient,pathway_mct", help="comma-separated")
-    e.add_argument("--metrics", default="map", help=f"comma-separated: {', '.join(M.METRICS)}")
-    e.add_argument("--model", default="efficientnet_lite0")
-    e.add_argument("--weights", default=None, help="state-dict file for torchvision models")
-    e.add_argument("--target", type=int, default=None, help="class index (default: predicted)")
-    e.add_argument("--steps", type=int, default=20, help="steps of deletion/insertion")
-    e.add_argument("--out", default="results.jsonl")
-    e.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if any), cpu, cuda")
-    e.add_argument("--retry-skipped", action="store_true", help="retry unreadable images")
-    e.add_argument("--no-progress", action="store_true")
-    e.add_argument(
-        "--dist-timeout", type=float, default=24 * 60, help="minutes a rank waits for others"
+    e = sub.add_parser(
+        "evaluate",
+        help="evaluate methods on many images into a JSONL file",
+        description="Compute each method's map on every image and the chosen metrics,\n"
+        "one JSON record per (image, method) appended to --out (a rerun resumes),\n"
+        "then print the summary table.",
+        epilog=EVALUATE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    s = sub.add_parser("summarize", help="summary table of a results file")
+    e.add_argument("images", nargs="+", help="image files, folders (recursive) or sample names")
+    e.add_argument(
+        "--methods",
+        default="gradient,pathway_mct",
+        help=f"comma-separated methods (default gradient,pathway_mct): "
+        f"{', '.join(M.available_methods())}",
+    )
+    e.add_argument(
+        "--metrics",
+        default="map",
+        help=f"comma-separated metrics (default map): {', '.join(M.METRICS)}",
+    )
+    e.add_argument(
+        "--model",
+        default="efficientnet_lite0",
+        help="efficientnet_lite0 (offline ImageNet weights) or a torchvision model name",
+    )
+    e.add_argument(
+        "--weights",
+        default=None,
+        metavar="PATH|random",
+        help="state-dict file for torchvision models, or 'random' for untrained weights "
+        "(default: the model's pretrained weights)",
+    )
+    e.add_argument(
+        "--target",
+        default=None,
+        metavar="NAME|INDEX",
+        help="class to explain on every image: index or (part of) a class name "
+        "(default: each image's predicted class)",
+    )
+    e.add_argument(
+        "--steps", type=int, default=20, help="steps of the deletion/insertion curves (default 20)"
+    )
+    e.add_argument(
+        "-o",
+        "--out",
+        default="results.jsonl",
+        help="JSONL results file, appended to and resumed (default results.jsonl)",
+    )
+    e.add_argument(
+        "--device",
+        default="auto",
+        help="auto (cuda:LOCAL_RANK when CUDA is there, else cpu), cpu, cuda or cuda:N",
+    )
+    e.add_argument(
+        "--retry-skipped",
+        action="store_true",
+        help="try again the images an earlier run recorded as unreadable",
+    )
+    e.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    e.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=24 * 60,
+        metavar="MINUTES",
+        help="under torchrun: minutes a rank waits for the others at the end (default 1440)",
+    )
+    s = sub.add_parser(
+        "summarize",
+        help="summary table of a results file",
+        description="Print the summary table (mean and spread per method and metric) of a "
+        "results file.",
+        epilog="example:\n  critpath summarize results.jsonl",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     s.add_argument("results", help="JSONL file written by critpath evaluate")
+
+
+def check_results_out(out: str) -> Path:
+    """``--out`` of evaluate: a file (not a folder) in a folder that exists or can be
+    made, and that this process can write to; checked before the model loads."""
+    path = Path(out)
+    if path.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name such as {path / 'r.jsonl'}")
+    if path.exists() and not path.is_file():
+        raise InputError(f"--out {out} is not a regular file")
+    folder = path.parent
+    while not folder.exists():  # the store creates missing folders
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"--out {out}: {folder} is not a folder")
+    try:  # os.access says yes to root on a read-only file system; a probe file does not
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        if path.exists() and not os.access(path, os.W_OK):
+            raise PermissionError
+    except OSError:
+        where = path if path.exists() else folder
+        raise InputError(f"--out {out}: {where} is not writable") from None
+    return path
+
+
+def check_device(choice: str) -> None:
+    """``--device``: a device torch knows, and CUDA only where there is one."""
+    if choice == "auto":
+        return
+    try:
+        d = torch.device(choice)
+    except (RuntimeError, ValueError):
+        raise InputError(f"--device {choice}: use auto, cpu, cuda or cuda:N") from None
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {choice}: no CUDA device here; use --device cpu")
+    if d.type not in ("cpu", "cuda"):
+        raise InputError(f"--device {choice}: use auto, cpu, cuda or cuda:N")
 
 
 def evaluate(a: argparse.Namespace) -> int:
     """Run ``critpath evaluate``: one record per (image, method), then the summary."""
-    from ..models import load_model
+    from ..cli import _check_model, _load, parse_target, resolve_target
 
     logging.basicConfig(format="critpath: %(levelname)s: %(message)s", level=logging.INFO)
+    # every argument and path is checked before the model loads
     methods, metrics = _split(a.methods), _split(a.metrics)
     if not methods or not metrics:
         raise InputError("--methods and --metrics need at least one name each")
     if a.steps < 1:
         raise InputError(f"--steps must be at least 1, got {a.steps}")
+    if not a.dist_timeout > 0:
+        raise InputError(f"--dist-timeout must be more than 0 minutes, got {a.dist_timeout}")
     M.check(methods, metrics)
+    target = parse_target(a.target)
+    check_device(a.device)
     files = find_images(a.images)
+    check_results_out(a.out)
     label = model_label(a.model, a.weights)
     check_resumable(a.out, label)
+    _check_model(a.model, a.weights)
     with ranks(a.device, a.dist_timeout) as rk:
-        evaluator = ModelEvaluator(
-            load_model(a.model, weights=a.weights), metrics, a.target, a.steps, rk.device, label
-        )
+        bundle = _load(a.model, a.weights)
+        index = resolve_target(target, list(bundle.categories))
+        evaluator = ModelEvaluator(bundle, metrics, index, a.steps, rk.device, label)
         res = run_batch(files, methods, evaluator, a.out, rk, not a.no_progress, a.retry_skipped)
         if rk.rank == 0:
             print(summary_table(res.records))
@@ -144,6 +263,8 @@ def evaluate(a: argparse.Namespace) -> int:
 
 def summarize(a: argparse.Namespace) -> int:
     """Run ``critpath summarize``: the summary table of a results file."""
+    if not Path(a.results).is_file():
+        raise InputError(f"{a.results}: no such results file")
     records = read_records(a.results)
     if not records:
         raise InputError(f"no records in {a.results}")
@@ -151,4 +272,12 @@ def summarize(a: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["ModelEvaluator", "add_parsers", "evaluate", "summarize"]
+__all__ = [
+    "EVALUATE_EXAMPLES",
+    "ModelEvaluator",
+    "add_parsers",
+    "check_device",
+    "check_results_out",
+    "evaluate",
+    "summarize",
+]

@@ -3,13 +3,16 @@
 * :class:`ImageStore` keeps the pictures by id: the one asked for (``current``), the
   last one that loaded (``good``, shown again when a new one fails) and the one on show
   (``shown``) are never evicted;
-* :class:`LruCache` holds the scored explanations per (image, target, method, scope),
-  so that a sparsity change costs one masked pass (``Explanation.at_sparsity``), and
+* :class:`LruCache` holds the scored explanations per (image, target, method, scope)
+  (at most :data:`CACHE_SIZE`, within :data:`EXPLANATION_BUDGET` bytes), so that a
+  sparsity change costs one masked pass (``Explanation.at_sparsity``), and
   the plain-gradient maps per (image, target). Keys start with the image id, so a
   picture's entries go when the picture goes.
 
-Only the worker thread prepares pictures and fills the caches; the explorer's lock
-guards every change, since the main thread reads and trims them.
+:func:`cache_report` says what they hold (bytes, and whether any tensor keeps an
+autograd graph: none may). Only the worker thread prepares pictures and fills the
+caches; the explorer's lock guards every change, since the main thread reads and trims
+them.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ from ..images import as_rgb_image
 
 #: Scored explanations kept (each holds one score per neuron).
 CACHE_SIZE = 6
+#: Bytes the scored explanations may hold together (the latest one is always kept): on
+#: the default model one holds ~80 MB (scores, contributions, sorted keys, pathway), so
+#: about three fit; six would hold ~480 MB for results not on show.
+EXPLANATION_BUDGET = 256 * 1024 * 1024
 #: Plain-gradient maps kept (one (H, W) float32 array each).
 GRADIENT_CACHE_SIZE = 4 * CACHE_SIZE
 #: Pictures kept (decoded and preprocessed) besides the current one.
@@ -108,10 +115,13 @@ class ImageStore:
 
 
 class LruCache:
-    """A bounded mapping that forgets the least recently used key first."""
+    """A bounded mapping that forgets the least recently used key first: beyond ``size``
+    keys, and (with ``budget``) beyond ``budget`` bytes as ``nbytes`` counts them, the
+    most recent key always kept."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, budget: int | None = None) -> None:
         self.size = size
+        self.budget = budget
         self._data: OrderedDict[Hashable, Any] = OrderedDict()
 
     def __len__(self) -> int:
@@ -128,11 +138,17 @@ class LruCache:
         return value
 
     def put(self, key: Hashable, value: Any) -> None:
-        """Store ``value`` as the most recently used, evicting beyond :attr:`size`."""
+        """Store ``value`` as the most recently used, evicting beyond the bounds."""
         self._data[key] = value
         self._data.move_to_end(key)
         while len(self._data) > self.size:
             self._data.popitem(last=False)
+        if self.budget is not None:
+            # sizes are taken now, not at first put: an explanation grows (sorted keys)
+            sizes = [nbytes(v) for v in self._data.values()]
+            while len(self._data) > 1 and sum(sizes) > self.budget:
+                self._data.popitem(last=False)
+                sizes.pop(0)
 
     def clear(self) -> None:
         """Forget everything (the model changed)."""
@@ -220,12 +236,90 @@ def tensor_to_display(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr, "RGB")
 
 
+def _walk(obj: Any, seen: set[int], found: dict[int, Any], depth: int = 0) -> None:
+    """Collect the tensors and arrays reachable from ``obj`` into ``found`` (by storage),
+    through dataclasses, plain objects, dicts and sequences; never into a model."""
+    if depth > 8 or id(obj) in seen or obj is None or isinstance(obj, (str, bytes, int, float)):
+        return
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        key = obj.untyped_storage().data_ptr() if obj.numel() else id(obj)
+        found.setdefault(key, obj)
+        return
+    if isinstance(obj, np.ndarray):
+        base = obj
+        while isinstance(base.base, np.ndarray):
+            base = base.base
+        found.setdefault(id(base), base)
+        return
+    if isinstance(obj, torch.nn.Module) or callable(obj) and not hasattr(obj, "__dict__"):
+        return
+    if isinstance(obj, dict):
+        children = list(obj.values())
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        children = list(obj)
+    elif isinstance(obj, (LruCache, OrderedDict)):
+        children = list(obj._data.values()) if isinstance(obj, LruCache) else list(obj.values())
+    elif hasattr(obj, "__dict__"):
+        # an Explanation's explainer holds the model and its buffers: not a cache's own
+        children = [v for k, v in vars(obj).items() if k != "explainer"]
+    else:
+        return
+    for child in children:
+        _walk(child, seen, found, depth + 1)
+
+
+def _tensors_bytes(found: dict[int, Any]) -> tuple[int, int]:
+    """Bytes of the distinct tensors and arrays in ``found``, and how many tensors keep
+    an autograd graph (or require grad)."""
+    total, graphs = 0, 0
+    for v in found.values():
+        if isinstance(v, torch.Tensor):
+            total += v.untyped_storage().nbytes()
+            graphs += int(v.grad_fn is not None or v.requires_grad)
+        else:
+            total += v.nbytes
+    return total, graphs
+
+
+def nbytes(obj: Any) -> int:
+    """Bytes of the distinct tensors and arrays reachable from ``obj`` (not its model)."""
+    found: dict[int, Any] = {}
+    _walk(obj, set(), found)
+    return _tensors_bytes(found)[0]
+
+
+def cache_report(session: Any) -> dict[str, Any]:
+    """What the session's caches hold: ``bytes`` of distinct tensors and arrays,
+    ``graphs`` (cached tensors that keep an autograd graph or require grad: must be 0),
+    ``entries`` per cache; for benchmarks and tests, not for the hot path."""
+    found: dict[int, Any] = {}
+    seen: set[int] = set()
+    with session.lock:
+        caches = {
+            "explanations": session.explanations,
+            "gradients": session.gradients,
+            "baselines": session.baselines,
+        }
+        entries = {name: len(c) for name, c in caches.items()}
+        entries["images"] = len(session.images.entries)
+        for c in caches.values():
+            _walk(list(c._data.values()), seen, found)
+        for entry in session.images.entries.values():
+            _walk([entry.x, entry.probs, entry.source], seen, found)
+    total, graphs = _tensors_bytes(found)
+    return {"bytes": total, "graphs": graphs, "entries": entries}
+
+
 __all__ = [
     "CACHE_SIZE",
+    "EXPLANATION_BUDGET",
     "GRADIENT_CACHE_SIZE",
     "IMAGE_CACHE_SIZE",
     "TOP_K",
     "ImageEntry",
+    "cache_report",
+    "nbytes",
     "ImageStore",
     "LruCache",
     "prepare_image",

@@ -17,10 +17,12 @@ import numpy as np
 import torch
 
 from ...attribution import PATHWAY_METHODS, attribute
+from ...engine import memory
 from ...errors import InputError
 from ...methods import is_baseline
 from ..evaluation import EvalContext, EvaluationPanel
 from .baselines import available_baselines, compute_baseline
+from .worker import trim_heap
 
 #: engine method -> its name in ``attribute``
 ATTRIBUTION_NAME = {v: k for k, v in PATHWAY_METHODS.items()}
@@ -83,6 +85,13 @@ def explorer_context(w: Any) -> EvalContext:
     )
 
 
+def _release() -> None:
+    """After an evaluation run: unmap the engine's free batch-sized buffers (about
+    280 MB on the default model) and trim the C heap."""
+    memory.release()
+    trim_heap()
+
+
 def attach_evaluation(w: Any) -> tuple[EvaluationPanel, widgets.Accordion]:
     """Make the explorer's evaluation panel, in a collapsed "Evaluation" section."""
     ref = weakref.ref(w)  # the panel must not keep the explorer alive
@@ -95,6 +104,8 @@ def attach_evaluation(w: Any) -> tuple[EvaluationPanel, widgets.Accordion]:
 
     pathway = [m for m in w._methods if not is_baseline(m)]
     panel = EvaluationPanel(context, pathway, available_baselines())
+    # Run is enabled again when a run ends: its batch-sized buffers serve no slider move
+    panel.run_button.observe(lambda ch: None if ch["new"] else _release(), "disabled")
     section = widgets.Accordion([panel], selected_index=None)
     section.set_title(0, "Evaluation: deletion / insertion, sanity check, pathway analysis")
     section.add_class("critpath-evaluation-section")

@@ -20,6 +20,7 @@ from ...engine import METHODS, Explanation, PathwayExplainer, reduce_channels
 from ...errors import InputError
 from .caches import (
     CACHE_SIZE,
+    EXPLANATION_BUDGET,
     GRADIENT_CACHE_SIZE,
     ImageEntry,
     ImageStore,
@@ -58,7 +59,7 @@ class ExplainSession:
         self.reduce = reduce
         self.images = ImageStore()
         #: scored explanations per (image, target, method, scope)
-        self.explanations = LruCache(CACHE_SIZE)
+        self.explanations = LruCache(CACHE_SIZE, EXPLANATION_BUDGET)
         #: plain-gradient maps per (image, target)
         self.gradients = LruCache(GRADIENT_CACHE_SIZE)
         #: baseline maps (H, W) per (image, target, method)

@@ -288,6 +288,14 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
         )
         return save_figure(fig, path, dpi=dpi)
 
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """The live widget's view plus a PNG of the current view (no recomputation), so
+        that front ends without widgets (GitHub, nbconvert) show a picture, not a repr."""
+        from .static_view import static_bundle
+
+        base = super()._repr_mimebundle_(**kwargs) or {}
+        return static_bundle(self, base, kwargs.get("include"), kwargs.get("exclude"))
+
     # ============================================================ trait plumbing
     @contextmanager
     def _quiet(self) -> Iterator[None]:
