@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from .attribution import ATTRIBUTION_METHODS, attribute, quantus_explain
+from .comparison import Comparison, compare_methods, comparison_figure
 from .engine import Explanation, Pathway, PathwayExplainer
+from .engine.interventions import Interventions
 from .errors import (
     Cancelled,
     CritpathError,
@@ -21,6 +23,7 @@ from .errors import (
     OptionError,
     SiteWarning,
 )
+from .gallery import ChannelGallery, activation_map
 from .models import ModelBundle, load_model, sample_image, sample_images
 
 __version__ = "0.1.0"
@@ -47,6 +50,12 @@ __all__ = [
     "attribute",
     "quantus_explain",
     "ATTRIBUTION_METHODS",
+    "Comparison",
+    "compare_methods",
+    "comparison_figure",
+    "Interventions",
+    "ChannelGallery",
+    "activation_map",
     "Pathway",
     "ModelBundle",
     "load_model",
