@@ -165,7 +165,7 @@ class LayerContributions(widgets.VBox):
             title=NO_SITE_TITLE,
             legend_location="top-right",
             fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 10},
-            layout=widgets.Layout(width="60%", min_width="280px", height="260px"),
+            layout=widgets.Layout(width="60%", min_width="min(280px, 100%)", height="260px"),
         )
         self.channel_figure.add_class("critpath-channel-chart")
 
@@ -175,7 +175,7 @@ class LayerContributions(widgets.VBox):
             sign="absolute",
             label=NO_SITE_LABEL,
             display_width=260,
-            layout=widgets.Layout(flex="0 0 auto", width="276px"),
+            layout=widgets.Layout(flex="0 1 auto", width="276px", max_width="100%"),
         )
         self.overlay.add_class("critpath-site-overlay")
         self.details = widgets.HTML(value=f"<i>{NO_SITE_HELP}</i>")

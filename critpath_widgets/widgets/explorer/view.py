@@ -260,7 +260,13 @@ class ExplorerView(widgets.VBox):
         self.help = widgets.HTML(help_html(), layout=widgets.Layout(max_width="100%"))
         self.help.add_class("critpath-help")
 
-        overlay_layout = {"flex": "0 0 auto", "width": "336px", "margin": "0 16px 0 0"}
+        # a fixed width that still shrinks to a narrow column (the canvas follows its box)
+        overlay_layout = {
+            "flex": "0 1 auto",
+            "width": "336px",
+            "max_width": "100%",
+            "margin": "0 16px 0 0",
+        }
         # both maps in the readable style the CLI figure and save() use (MapStyle())
         self.pathway_overlay = AttributionOverlay(
             label="pathway gradient", layout=widgets.Layout(**overlay_layout), **_READABLE
