@@ -17,21 +17,34 @@ from pathlib import Path
 
 import harness as H
 import pytest
-from test_compare import test_opening_the_section_paints_one_overlay_per_method  # noqa: F401
-from test_controls import (  # noqa: F401
-    test_controls_have_tooltips_and_help,
-    test_target_picker_finds_a_class_outside_the_top5,
-    test_upload_keeps_picker_and_button_consistent,
-)
-from test_layer_panel import (  # noqa: F401
-    panel_page,
-    test_click_outside_the_columns_keeps_the_selection,
-    test_deselect_clears_caption_and_ticks,
-    test_short_bar_column_is_hit,
-)
-from test_refresh import test_weight_edit_is_picked_up_without_a_click  # noqa: F401
+import test_compare
+import test_controls
+import test_layer_panel
+import test_refresh
+from test_notebook7 import _known_notebook_error
 
 pytestmark = pytest.mark.browser
+
+# the checks, in the order their JupyterLab modules run them (pytest keeps this order;
+# the layer panel's tests build on each other's selection)
+test_opening_the_section_paints_one_overlay_per_method = (
+    test_compare.test_opening_the_section_paints_one_overlay_per_method
+)
+test_controls_have_tooltips_and_help = test_controls.test_controls_have_tooltips_and_help
+test_target_picker_finds_a_class_outside_the_top5 = (
+    test_controls.test_target_picker_finds_a_class_outside_the_top5
+)
+test_upload_keeps_picker_and_button_consistent = (
+    test_controls.test_upload_keeps_picker_and_button_consistent
+)
+test_short_bar_column_is_hit = test_layer_panel.test_short_bar_column_is_hit
+test_click_outside_the_columns_keeps_the_selection = (
+    test_layer_panel.test_click_outside_the_columns_keeps_the_selection
+)
+test_deselect_clears_caption_and_ticks = test_layer_panel.test_deselect_clears_caption_and_ticks
+test_weight_edit_is_picked_up_without_a_click = (
+    test_refresh.test_weight_edit_is_picked_up_without_a_click
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +70,15 @@ def jupyter(notebook_root):
             yield server
     except H.HarnessError as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def panel_page(browser, jupyter, notebook_root):
+    """The layer panel's notebook in Notebook 7 (its own load-time page error left out)."""
+    with test_layer_panel.open_panel(
+        browser, jupyter, notebook_root[0], known_error=_known_notebook_error
+    ) as opened:
+        yield opened
 
 
 def test_this_is_notebook7(explorer):
