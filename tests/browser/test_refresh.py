@@ -36,13 +36,7 @@ def test_weight_edit_is_picked_up_without_a_click(explorer):
     )
     assert out is not None and not out.startswith("ERROR"), out
     H.wait_repaint(page, H.PATHWAY_OVERLAY, before, timeout_ms=60_000)
-    page.wait_for_function(
-        "([sel, old]) => { const m = document.querySelector(sel);"
-        " const r = /vs (-?[\\d.]+(?:e[-+]?\\d+)?) in the full network/.exec(m ? m.innerText : '');"
-        " return r && Math.abs(parseFloat(r[1]) - old) > 1e-3; }",
-        arg=[H.MESSAGE, logit_before],
-        timeout=60_000,
-    )
+    _wait_logit(page, logit_before, changed=True)
     H.kernel_eval(page, "explorer.wait(60)")
     shown = _shown_full_logit(page)
     now = float(
@@ -56,9 +50,24 @@ def test_weight_edit_is_picked_up_without_a_click(explorer):
     )
     assert shown == pytest.approx(now, rel=1e-2, abs=1e-2), (shown, now)
     assert H.kernel_eval(page, "explorer._session.stats['model_changed']") == "1"
-    # put the model back for any later test of this page
+    # the model put back is picked up too: the first view again (and for later tests)
     H.kernel_eval(
         page,
         "with torch.no_grad():\n"
         "    explorer.model._fc.weight.mul_(-1); explorer.model._fc.bias.mul_(-1)",
+    )
+    _wait_logit(page, logit_before, changed=False)
+    assert H.kernel_eval(page, "explorer._session.stats['model_changed']") == "2"
+
+
+def _wait_logit(page, old: float, changed: bool) -> None:
+    """Until the message reports a full-network logit other than ``old`` (``changed``)
+    or ``old`` again."""
+    page.wait_for_function(
+        "([sel, old, changed]) => { const m = document.querySelector(sel);"
+        " const r = /vs (-?[\\d.]+(?:e[-+]?\\d+)?) in the full network/.exec(m ? m.innerText : '');"
+        " if (!r) return false; const d = Math.abs(parseFloat(r[1]) - old);"
+        " return changed ? d > 1e-3 : d < 1e-2; }",
+        arg=[H.MESSAGE, old, changed],
+        timeout=60_000,
     )
