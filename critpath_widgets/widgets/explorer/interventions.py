@@ -40,8 +40,6 @@ def empty_spec() -> dict[str, dict[str, Any]]:
 def normalize_spec(value: Any) -> dict[str, dict[str, Any]]:
     """``value`` as ``{"drop": {site: units}, "keep": {site: units}}`` (copies); raises
     InputError for anything else (the site entries are checked by the engine)."""
-    if value is None:
-        return empty_spec()
     if not isinstance(value, Mapping):
         raise InputError(
             'interventions must be a dict {"drop": {site: [channels]}, "keep": {...}}, '
@@ -62,11 +60,21 @@ def normalize_spec(value: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
+class SpecDict(traitlets.Dict):
+    """A Dict trait whose non-dict values raise InputError (as every bad spec does)."""
+
+    def validate(self, obj: Any, value: Any) -> Any:
+        """Refuse a non-mapping with the message of :func:`normalize_spec`."""
+        if not isinstance(value, Mapping):
+            normalize_spec(value)  # raises InputError (None is no mapping either)
+        return super().validate(obj, dict(value))
+
+
 class InterventionsMixin(traitlets.HasTraits):
     """The ``interventions`` trait, the channel-chart clicks and the interventions panel
     of :class:`PathwayExplorer` (mixed in; uses its layers, worker and message area)."""
 
-    interventions = traitlets.Dict(help="channels forced out of / into the network")
+    interventions = SpecDict(help="channels forced out of / into the network")
     """Overrides of the pathway: ``{"drop": {site name: [channels] | "all"}, "keep":
     {...}}`` (sites by name as in ``explanation.site_names``; an index is turned into the
     name). Clicks on the channel chart set it; a notebook cell may too
