@@ -5,6 +5,8 @@ takes notebook values and refuses bad ones. A small random ResNet-18 at 64 x 64.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -97,6 +99,7 @@ def test_map_and_top5_follow_the_engine_and_reset_restores(w):
     p0 = float(plain.probabilities()[0, t])
     p1 = float(expected.probabilities()[0, t])
     assert "Overridden" in w.message_text and f"{p0:.1%} → {p1:.1%}" in w.message_text
+    assert re.search(r"\(\d+ ms\)\s*$", w.message_text)  # the benchmarks read it there
     assert len(w.interventions_panel.items.children) == 1  # one site, one item
     w.interventions_panel.reset_button.click()
     w.wait(TIMEOUT)

@@ -230,7 +230,7 @@ class InterventionsMixin(traitlets.HasTraits):
             return e
 
     def _intervention_report(self, plain: Explanation, shown: Explanation, target: int) -> str:
-        """Fill the top-5 panels and return the summary's sentence on the overrides."""
+        """Fill the top-5 panels and return the summary's first line on the overrides."""
         name = self.category
         restricted_title = (
             "full network, ablated"
@@ -251,9 +251,9 @@ class InterventionsMixin(traitlets.HasTraits):
         full = shown.interventions.network == "full"
         before = float(plain.probabilities("full" if full else "pathway")[0, target])
         after = float(shown.probabilities("pathway")[0, target])
-        return (
-            f"<br><b>Overridden</b> ({esc(shown.interventions.describe())}): "
-            f"p({esc(name(target))}) {before:.1%} &rarr; {after:.1%}" + note
+        return note + (
+            f"<b>Overridden</b> ({esc(shown.interventions.describe())}): "
+            f"p({esc(name(target))}) {before:.1%} &rarr; {after:.1%}<br>"
         )
 
 

@@ -512,7 +512,8 @@ class PathwayExplorer(InterventionsMixin, ControlsMixin, BaselineMixin, Explorer
         self._auto_site = False
         p = self._mark_shown(req, entry, target, e, None)
         text = summary_html(e, target, self.category(target), p, self.layers.summary, seconds)
-        text += self._intervention_report(plain if plain is not None else e, e, target)
+        # (first: the summary ends with the "(N ms)" the benchmarks read)
+        text = self._intervention_report(plain if plain is not None else e, e, target) + text
         self.show_message(text + notices_html(e), "warning" if e.notices else "info")
 
 
