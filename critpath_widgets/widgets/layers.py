@@ -15,7 +15,9 @@ An ipywidgets ``VBox`` made of two bqplot figures and an :class:`AttributionOver
   logarithmic;
 * the **channel chart**: the selected site's per-channel contributions sorted in
   descending order; channels with at least one kept neuron (the pathway's channels)
-  in a different colour;
+  in a different colour (:mod:`.channel_chart`). A click on a channel's column is
+  reported to the ``on_channel_click`` callbacks (the explorer cycles the channel's
+  intervention); ``set_channel_states`` paints removed / forced-in channels;
 * an overlay of the selected site's spatial contribution map
   (``explanation.site_map(i)``) over the image, sign "absolute", colormap "inferno":
   conv and channels-last sites on their (H, W), transformer token sites on their
@@ -410,9 +412,16 @@ class LayerContributions(widgets.VBox):
         ch = int(self._channel_order[int(rank)])
         value = float(self._channel_values[int(rank)])
         in_path = bool(self._channel_pathway[int(rank)])
+        state = self._channel_states.get(self.selected_site, {}).get(ch, AS_SELECTED)
+        hint = ""
+        if self._channel_click:  # someone acts on clicks: say what the next one does
+            now = ("as selected", "removed", "forced in")[state]
+            nxt = ("remove it", "force it in", "restore it")[state]
+            hint = f"<br>{now}; click to {nxt}"
         self._channel_tip.value = (
             f"<b>channel {ch}</b> (rank {int(rank)})<br>contribution {_fmt(value)}<br>"
             + ("in the pathway" if in_path else "no kept neuron")
+            + hint
         )
 
     # ------------------------------------------------------------------ interventions
