@@ -176,3 +176,25 @@ def test_a_spec_that_no_longer_parses_is_cleared_with_a_message(w):
     assert w._apply_interventions(req, e) is e
     assert w.interventions == {"drop": {}, "keep": {}}
     assert "cleared" in w._interventions_note
+
+
+def test_site_button_cycles_the_whole_selected_site(w):
+    plain = w.explanation
+    site = _site(w)
+    button = w.interventions_panel.site_button
+    assert button.description == "selected site: remove"
+    button.click()
+    w.wait(TIMEOUT)
+    assert w.interventions == {"drop": {site: "all"}, "keep": {}}
+    assert button.description == "selected site: force in"
+    expected = plain.with_overrides(drop={site: "all"})
+    np.testing.assert_array_equal(_map(w), _expected_map(expected))
+    button.click()
+    w.wait(TIMEOUT)
+    assert w.interventions == {"drop": {}, "keep": {site: "all"}}
+    _click(w, 0)  # a channel click on a whole-site override says so and changes nothing
+    assert w.interventions == {"drop": {}, "keep": {site: "all"}}
+    assert "whole-site" in w.message_text
+    button.click()
+    w.wait(TIMEOUT)
+    assert w.interventions == {"drop": {}, "keep": {}}

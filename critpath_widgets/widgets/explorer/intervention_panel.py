@@ -48,6 +48,12 @@ class InterventionPanel(widgets.VBox):
             description="Reset", icon="undo", tooltip="Remove every intervention", disabled=True
         )
         self.reset_button.add_class("critpath-interventions-reset")
+        self.site_button = widgets.Button(
+            description="selected site: remove",
+            tooltip="Cycle the whole selected site: removed, forced in, as selected",
+            layout=widgets.Layout(width="auto"),
+        )
+        self.site_button.add_class("critpath-interventions-site")
         self.items = widgets.VBox([widgets.HTML(NO_INTERVENTIONS_HTML)])
         self.items.add_class("critpath-interventions-list")
         self.restricted = widgets.HTML()
@@ -63,7 +69,13 @@ class InterventionPanel(widgets.VBox):
             "forced in"
         )
         head = widgets.HBox(
-            [widgets.HTML("<b>Interventions</b>"), self.network_buttons, self.reset_button, legend],
+            [
+                widgets.HTML("<b>Interventions</b>"),
+                self.network_buttons,
+                self.site_button,
+                self.reset_button,
+                legend,
+            ],
             layout=widgets.Layout(align_items="center", flex_flow="row wrap"),
         )
         tops = widgets.HBox(

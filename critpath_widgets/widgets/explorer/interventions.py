@@ -103,6 +103,8 @@ class InterventionsMixin(traitlets.HasTraits):
         )
         self.interventions_panel.reset_button.on_click(lambda _b: self.reset_interventions())
         self.interventions_panel.on_remove(self._remove_intervention)
+        self.interventions_panel.site_button.on_click(lambda _b: self.cycle_selected_site())
+        self.layers.observe(lambda _c: self._paint_site_button(), "selected_site")
         self.layers.on_channel_click(self._on_channel_clicked)
 
     # ------------------------------------------------------------------ public API
@@ -167,6 +169,37 @@ class InterventionsMixin(traitlets.HasTraits):
         except InputError as err:  # shown, never raised into the comm handler
             self.show_message(f"<b>Error:</b> {esc(err)}", "error")
 
+    def cycle_selected_site(self) -> None:
+        """Cycle the whole selected site: as selected -> removed -> forced in (its
+        channel overrides are replaced)."""
+        names = self._site_names()
+        site = self.layers.selected_site
+        if names is None or not 0 <= site < len(names):
+            return
+        name = names[site]
+        spec = normalize_spec(self.interventions)
+        state = _site_state(spec, name)
+        spec["drop"].pop(name, None)
+        spec["keep"].pop(name, None)
+        if state is None:
+            spec["drop"][name] = WHOLE_SITE
+        elif state == "drop":
+            spec["keep"][name] = WHOLE_SITE
+        try:
+            self.interventions = spec
+        except InputError as err:
+            self.show_message(f"<b>Error:</b> {esc(err)}", "error")
+
+    def _paint_site_button(self) -> None:
+        """The site button says what its next click does to the selected site."""
+        names = self._site_names() or []
+        site = self.layers.selected_site
+        button = self.interventions_panel.site_button
+        button.disabled = not 0 <= site < len(names)
+        state = _site_state(self.interventions, names[site]) if not button.disabled else None
+        nxt = {None: "remove", "drop": "force in", "keep": "restore"}[state]
+        button.description = f"selected site: {nxt}"
+
     def _remove_intervention(self, action: str, site: str) -> None:
         """An item's remove button: drop that site's entry of that action."""
         spec = normalize_spec(self.interventions)
@@ -200,6 +233,7 @@ class InterventionsMixin(traitlets.HasTraits):
                     row = states.setdefault(names.index(site), {})
                     row.update({u: code for u in units if isinstance(u, int)})
         self.layers.set_channel_states(states)
+        self._paint_site_button()
 
     # ------------------------------------------------------------------ the work
     def _intervention_request(self) -> dict[str, Any]:
@@ -255,6 +289,14 @@ class InterventionsMixin(traitlets.HasTraits):
             f"<b>Overridden</b> ({esc(shown.interventions.describe())}): "
             f"p({esc(name(target))}) {before:.1%} &rarr; {after:.1%}<br>"
         )
+
+
+def _site_state(spec: Mapping, name: str) -> str | None:
+    """ "drop" / "keep" when the whole site ``name`` is overridden, else None."""
+    for action in ACTIONS:
+        if spec.get(action, {}).get(name) == WHOLE_SITE:
+            return action
+    return None
 
 
 def _take(spec: dict, action: str, site: str, channel: int) -> None:
