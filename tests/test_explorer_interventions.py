@@ -98,7 +98,7 @@ def test_map_and_top5_follow_the_engine_and_reset_restores(w):
     t = int(plain.target[0])
     p0 = float(plain.probabilities()[0, t])
     p1 = float(expected.probabilities()[0, t])
-    assert "Overridden" in w.message_text and f"{p0:.1%} → {p1:.1%}" in w.message_text
+    assert "Overridden" in w.message_text and f"pathway {p0:.1%} → {p1:.1%}" in w.message_text
     assert re.search(r"\(\d+ ms\)\s*$", w.message_text)  # the benchmarks read it there
     assert len(w.interventions_panel.items.children) == 1  # one site, one item
     w.interventions_panel.reset_button.click()

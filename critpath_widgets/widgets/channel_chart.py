@@ -4,9 +4,10 @@ Marks on one pair of scales, drawn in this order:
 
 * the stacked bars (pathway channel / no kept neuron), no interaction;
 * two state marks, one per intervention state ("removed", "forced in"), whose bars
-  have the channel's height where the channel is in that state and 0 elsewhere, so that
-  they paint over the plain bar with the state's colour and outline (every mark has a
-  bar at every rank, so bqplot gives all marks the same bar widths);
+  span the chart's height where the channel is in that state and are 0 elsewhere: a
+  translucent column of the state's colour over the channel (a bar may be a pixel
+  wide and tall); every mark has a bar at every rank, so bqplot gives all marks the
+  same bar widths;
 * transparent full-height *hit bars*, one per rank, which take clicks and hovers (a
   channel's bar may be a pixel tall). bqplot's front end sets their ``selected`` on a
   click; the chart turns that into a callback with the clicked rank and clears it, so
@@ -27,21 +28,23 @@ PATHWAY_CHANNEL_COLOR = KEPT_COLOR
 OTHER_CHANNEL_COLOR = "#8da0cb"
 #: intervention state codes per channel (what :meth:`ChannelChart.set_states` takes)
 AS_SELECTED, REMOVED, FORCED = 0, 1, 2
-#: fill and outline of the state marks
-REMOVED_STYLE = ("#bdbdbd", "#d32f2f")
-FORCED_STYLE = ("#2e7d32", "#1b5e20")
+#: fill and outline of the state marks (the legend's swatches)
+REMOVED_STYLE = ("#e57373", "#d32f2f")
+FORCED_STYLE = ("#66bb6a", "#1b5e20")
+#: opacity of the state columns
+STATE_OPACITY = 0.55
 
 
 def _state_mark(xs: bq.Scale, ys: bq.Scale, style: tuple[str, str], label: str) -> bq.Bars:
     """Bars painting the channels in one intervention state (outlined)."""
-    fill, stroke = style
+    _fill, stroke = style
     return bq.Bars(
         x=np.zeros(0),
         y=np.zeros(0),
         scales={"x": xs, "y": ys},
-        colors=[fill],
-        stroke=stroke,
-        padding=0.05,
+        colors=[stroke],
+        opacities=[STATE_OPACITY],
+        padding=0.0,
         labels=[label],
     )
 
@@ -136,10 +139,11 @@ class ChannelChart:
         states = np.asarray(states, dtype=np.int8)[:n]
         self._states = states.copy()
         x = np.arange(n, dtype=np.float64)
+        top = float(self.values.max()) if n and self.values.max() > 0 else 1.0
         for mark, code in ((self.removed, REMOVED), (self.forced, FORCED)):
             with mark.hold_sync():
                 mark.x = x
-                mark.y = np.where(states == code, self.values, 0.0)
+                mark.y = np.where(states == code, top, 0.0)
 
     def states(self) -> np.ndarray:
         """The state code per rank on show."""

@@ -209,6 +209,7 @@ class InterventionsMixin(traitlets.HasTraits):
     def _paint_interventions(self) -> None:
         """The list of overrides and the channel states on the chart, from the trait."""
         spec = self.interventions
+        labels = {s.name: str(getattr(s, "label", "") or "") for s in self.layers.summary}
         items = []
         for action in ACTIONS:
             for site, units in spec.get(action, {}).items():
@@ -223,7 +224,9 @@ class InterventionsMixin(traitlets.HasTraits):
                 note = ""
                 if action == "keep" and self.intervention_network == "full":
                     note = " (no effect on the full network)"
-                items.append((action, site, f"{what} of {site}: {verb}{note}"))
+                label = labels.get(site)
+                where = f"{label} ({site})" if label and label != site else site
+                items.append((action, site, f"{what} of {where}: {verb}{note}"))
         self.interventions_panel.set_items(items)
         names = self._site_names() or []
         states: dict[int, dict[int, int]] = {}
@@ -287,7 +290,8 @@ class InterventionsMixin(traitlets.HasTraits):
         after = float(shown.probabilities("pathway")[0, target])
         return note + (
             f"<b>Overridden</b> ({esc(shown.interventions.describe())}): "
-            f"p({esc(name(target))}) {before:.1%} &rarr; {after:.1%}<br>"
+            f"p({esc(name(target))}) through the {'full network' if full else 'pathway'} "
+            f"{before:.1%} &rarr; {after:.1%}<br>"
         )
 
 
