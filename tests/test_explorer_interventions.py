@@ -69,11 +69,15 @@ def test_click_cycles_removed_forced_as_selected(w):
     _click(w, 0)
     assert w.interventions == {"drop": {site: [channel]}, "keep": {}}
     assert w.layers.channel_states()[0] == REMOVED
+    chart = w.layers._channels  # noqa: SLF001 - what the front end draws
+    assert list(chart.markers[REMOVED].x) == [0.0] and len(chart.markers[FORCED].x) == 0
+    assert np.asarray(chart.removed.y)[0] > 0 and not np.asarray(chart.removed.y)[1:].any()
     assert w.layers.channel_hit_bars.selected is None  # cleared: the same bar clicks again
     assert w.explanation.interventions.as_spec()["drop"] == {site: [channel]}
     _click(w, 0)
     assert w.interventions == {"drop": {}, "keep": {site: [channel]}}
     assert w.layers.channel_states()[0] == FORCED
+    assert list(chart.markers[FORCED].x) == [0.0] and len(chart.markers[REMOVED].x) == 0
     _click(w, 0)
     assert w.interventions == {"drop": {}, "keep": {}}
     assert (w.layers.channel_states() == AS_SELECTED).all()

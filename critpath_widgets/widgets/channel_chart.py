@@ -8,6 +8,9 @@ Marks on one pair of scales, drawn in this order:
   translucent column of the state's colour over the channel (a bar may be a pixel
   wide and tall); every mark has a bar at every rank, so bqplot gives all marks the
   same bar widths;
+* two marker marks (a red cross per removed channel, a green triangle per forced-in
+  one) at the top of the channel's bar: with hundreds of channels a bar is a pixel or
+  two wide, so the column alone is hard to see;
 * transparent full-height *hit bars*, one per rank, which take clicks and hovers (a
   channel's bar may be a pixel tall). bqplot's front end sets their ``selected`` on a
   click; the chart turns that into a callback with the clicked rank and clears it, so
@@ -49,6 +52,19 @@ def _state_mark(xs: bq.Scale, ys: bq.Scale, style: tuple[str, str], label: str) 
     )
 
 
+def _marker_mark(xs: bq.Scale, ys: bq.Scale, color: str, marker: str) -> bq.Scatter:
+    """Markers on the bars of the channels in one intervention state."""
+    return bq.Scatter(
+        x=np.zeros(0),
+        y=np.zeros(0),
+        scales={"x": xs, "y": ys},
+        colors=[color],
+        marker=marker,
+        default_size=90,
+        stroke="white",
+    )
+
+
 class ChannelChart:
     """The bqplot figure of the channel chart (see the module docstring)."""
 
@@ -67,6 +83,10 @@ class ChannelChart:
         )
         self.removed = _state_mark(self.xs, self.ys, REMOVED_STYLE, "removed")
         self.forced = _state_mark(self.xs, self.ys, FORCED_STYLE, "forced in")
+        self.markers = {
+            REMOVED: _marker_mark(self.xs, self.ys, REMOVED_STYLE[1], "cross"),
+            FORCED: _marker_mark(self.xs, self.ys, FORCED_STYLE[1], "triangle-up"),
+        }
         # invariant: one hit bar per rank, full height, no padding
         self.hits = bq.Bars(
             x=np.zeros(0),
@@ -87,7 +107,7 @@ class ChannelChart:
         self.x_axis = bq.Axis(scale=self.xs, label="channel rank", num_ticks=5, tick_format="d")
         self.y_axis = bq.Axis(scale=self.ys, side="left", label="contribution", tick_format="~s")
         self.figure = bq.Figure(
-            marks=[self.bars, self.removed, self.forced, self.hits],
+            marks=[self.bars, self.removed, self.forced, *self.markers.values(), self.hits],
             axes=[self.x_axis, self.y_axis],
             title=title,
             legend_location="top-right",
@@ -123,6 +143,10 @@ class ChannelChart:
         y = np.vstack([np.where(pathway, values, 0.0), np.where(pathway, 0.0, values)])
         x = np.arange(n, dtype=np.float64)
         top = float(values.max()) if n and values.max() > 0 else 1.0
+        # a fixed x domain: the markers' sizes would otherwise widen it
+        with self.xs.hold_sync():
+            self.xs.min = -0.5 if n else None
+            self.xs.max = n - 0.5 if n else None
         with self.bars.hold_sync(), self.hits.hold_sync():
             self.bars.x = x
             self.bars.y = y if n else np.zeros((2, 0))
@@ -144,6 +168,10 @@ class ChannelChart:
             with mark.hold_sync():
                 mark.x = x
                 mark.y = np.where(states == code, top, 0.0)
+            at = np.flatnonzero(states == code)
+            with self.markers[code].hold_sync():
+                self.markers[code].x = at.astype(np.float64)
+                self.markers[code].y = self.values[at]
 
     def states(self) -> np.ndarray:
         """The state code per rank on show."""
@@ -155,6 +183,7 @@ class ChannelChart:
             self.bars,
             self.removed,
             self.forced,
+            *self.markers.values(),
             self.hits,
             self.x_axis,
             self.y_axis,

@@ -39,6 +39,18 @@ HITS_JS = """(sel) => {
 }"""
 
 
+#: per mark of the channel chart, the first bar's rect: height, fill, opacity
+FIRST_BARS_JS = """(sel) => {
+    const root = document.querySelector(sel);
+    const marks = [...new Set([...root.querySelectorAll('.bargroup')]
+        .map(g => g.parentElement))];
+    return marks.map(m => { const r = m.querySelector(':scope > .bargroup rect');
+        const cs = getComputedStyle(r);
+        return {height: r.getBoundingClientRect().height, fill: cs.fill,
+                opacity: cs.opacity, markOpacity: getComputedStyle(m).opacity}; });
+}"""
+
+
 def _write_notebook(root) -> None:
     cell = {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": []}
     nb = {
@@ -56,6 +68,17 @@ def _kernel(page, code: str) -> str:
     out = H.kernel_eval(page, code, timeout_ms=120_000)
     assert out is not None and not out.startswith("ERROR"), out
     return out
+
+
+def _counts(page) -> tuple[int, int]:
+    """How many channels of the selected site are dropped and kept (after the worker)."""
+    site = "explorer.explanation.site_names[explorer.layers.selected_site]"
+    out = _kernel(
+        page,
+        f"explorer.wait(60) and tuple(len(explorer.interventions[a].get({site}, [])) "
+        "for a in ('drop', 'keep'))",
+    )
+    return tuple(int(v) for v in out.strip("()").split(",") if v.strip())
 
 
 def test_click_a_channel_then_reset(browser, jupyter, notebook_root):
@@ -91,13 +114,33 @@ def test_click_a_channel_then_reset(browser, jupyter, notebook_root):
             arg=[RESTRICTED, top_before],
             timeout=30_000,
         )
+        page.wait_for_timeout(1000)  # the state mark's transition
+        first_bars = page.evaluate(FIRST_BARS_JS, CHANNELS)
+        print(f"\n[interventions] first bar per mark: {first_bars}")
+        removed = first_bars[1]
+        assert removed["height"] > 0.5 * first["height"], removed  # the removed column
         spec = _kernel(page, "explorer.interventions")
         assert "'drop': {'" in spec and "'keep': {}" in spec, spec
         message = H.message_text(page)
         assert "→" in message, message
         print(f"\n[interventions] {spec}; {message[-160:]}")
         assert after["hash"] != before["hash"]
+
+        # a second channel clicked twice: removed, then forced in (the screenshot shows
+        # both states); each click waits for the kernel to have taken the previous one
+        third = hits[3]
+        for want in ((2, 0), (1, 1)):  # (dropped, kept) channels after each click
+            page.mouse.click(third["x"] + third["width"] / 2, third["y"] + 0.3 * third["height"])
+            for _ in range(100):
+                if _counts(page) == want:
+                    break
+                page.wait_for_timeout(100)
+            assert _counts(page) == want
+        spec = _kernel(page, "explorer.interventions")
+        assert "'keep': {'" in spec, spec
+        page.wait_for_timeout(1000)  # the marks' transitions
         H.save_explorer_screenshot(page, H.ARTIFACTS / "interventions.png")
+        after = H.canvas_stats(page, CANVAS)
 
         page.click(RESET)
         restored = H.wait_canvas_change(page, CANVAS, after["hash"], timeout_ms=60_000)
