@@ -69,7 +69,7 @@ class ChannelChart:
     """The bqplot figure of the channel chart (see the module docstring)."""
 
     def __init__(self, tooltip: widgets.Widget, title: str) -> None:
-        self.xs = bq.LinearScale()
+        self.xs = bq.LinearScale(allow_padding=False)  # the domain is set per site
         self.ys = bq.LinearScale(min=0.0)
         self.bars = bq.Bars(
             x=np.zeros(0),
@@ -143,10 +143,12 @@ class ChannelChart:
         y = np.vstack([np.where(pathway, values, 0.0), np.where(pathway, 0.0, values)])
         x = np.arange(n, dtype=np.float64)
         top = float(values.max()) if n and values.max() > 0 else 1.0
-        # a fixed x domain: the markers' sizes would otherwise widen it
+        # a fixed x domain (the markers' sizes would otherwise widen it), with room for
+        # a marker on the first and the last bar
+        pad = 0.5 + 0.02 * n
         with self.xs.hold_sync():
-            self.xs.min = -0.5 if n else None
-            self.xs.max = n - 0.5 if n else None
+            self.xs.min = -pad if n else None
+            self.xs.max = n - 1 + pad if n else None
         with self.bars.hold_sync(), self.hits.hold_sync():
             self.bars.x = x
             self.bars.y = y if n else np.zeros((2, 0))
