@@ -202,3 +202,18 @@ def test_site_button_cycles_the_whole_selected_site(w):
     button.click()
     w.wait(TIMEOUT)
     assert w.interventions == {"drop": {}, "keep": {}}
+
+
+def test_new_scope_method_and_picture_keep_the_overrides(w):
+    site = _site(w)
+    w.interventions = {"drop": {site: [0, 3]}}
+    w.scope = "layer"
+    w.wait(TIMEOUT)
+    assert w.explanation.scope == "layer"
+    assert w.explanation.interventions.as_spec()["drop"] == {site: [0, 3]}
+    w.set_image(_photo(1))
+    w.wait(TIMEOUT)
+    e = w.explanation
+    assert e.interventions.as_spec()["drop"] == {site: [0, 3]}
+    plain = w._session.cached((w._images.current, int(e.target[0]), w.method, "layer"))  # noqa: SLF001
+    np.testing.assert_array_equal(_map(w), _expected_map(plain.with_overrides(drop={site: [0, 3]})))
