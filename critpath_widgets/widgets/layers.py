@@ -15,7 +15,9 @@ An ipywidgets ``VBox`` made of two bqplot figures and an :class:`AttributionOver
   logarithmic;
 * the **channel chart**: the selected site's per-channel contributions sorted in
   descending order; channels with at least one kept neuron (the pathway's channels)
-  in a different colour;
+  in a different colour (:mod:`.channel_chart`). A click on a channel's column is
+  reported to the ``on_channel_click`` callbacks (the explorer cycles the channel's
+  intervention); ``set_channel_states`` paints removed / forced-in channels;
 * an overlay of the selected site's spatial contribution map
   (``explanation.site_map(i)``) over the image, sign "absolute", colormap "inferno":
   conv and channels-last sites on their (H, W), transformer token sites on their
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import bqplot as bq
@@ -42,7 +45,13 @@ import numpy as np
 import traitlets
 
 from ..engine import Explanation
-from ..report import KEPT_COLOR, layer_bars
+from ..report import layer_bars
+from .channel_chart import (
+    AS_SELECTED,
+    OTHER_CHANNEL_COLOR,
+    PATHWAY_CHANNEL_COLOR,
+    ChannelChart,
+)
 from .layer_chart import SiteChart
 from .overlay import AttributionOverlay
 
@@ -53,8 +62,6 @@ NO_SITE_TITLE = "Channels of the selected site"
 NO_SITE_LABEL = "site map (no site selected)"
 NO_SITE_HELP = "Select a site (click its column in the chart) to see its channels and map."
 
-PATHWAY_CHANNEL_COLOR = KEPT_COLOR
-OTHER_CHANNEL_COLOR = "#8da0cb"
 #: The channel chart shows at most this many channels (the largest ones).
 MAX_CHANNELS = 256
 
@@ -132,42 +139,17 @@ class LayerContributions(widgets.VBox):
         self.log_toggle.add_class("critpath-log-toggle")
         widgets.link((self.log_toggle, "value"), (self, "log_scale"))
 
-        # ---- channel chart -----------------------------------------------------
-        self._cxs = bq.LinearScale()
-        self._cys = bq.LinearScale(min=0.0)
+        # ---- channel chart (clickable: interventions) --------------------------
         self._channel_tip = widgets.HTML()
-        self.channel_bars = bq.Bars(
-            x=np.zeros(0),
-            y=np.zeros((2, 0)),
-            scales={"x": self._cxs, "y": self._cys},
-            type="stacked",
-            colors=[PATHWAY_CHANNEL_COLOR, OTHER_CHANNEL_COLOR],
-            labels=["pathway channel", "no kept neuron"],
-            display_legend=True,
-            padding=0.05,
-            tooltip=self._channel_tip,
-        )
-        self.channel_bars.on_hover(self._on_channel_hover)
-        self._channel_x_axis = bq.Axis(
-            scale=self._cxs, label="channel rank", num_ticks=5, tick_format="d"
-        )
-        self.channel_figure = bq.Figure(
-            marks=[self.channel_bars],
-            axes=[
-                self._channel_x_axis,
-                bq.Axis(
-                    scale=self._cys,
-                    side="left",
-                    label="contribution",
-                    tick_format="~s",
-                ),
-            ],
-            title=NO_SITE_TITLE,
-            legend_location="top-right",
-            fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 10},
-            layout=widgets.Layout(width="60%", min_width="min(280px, 100%)", height="260px"),
-        )
-        self.channel_figure.add_class("critpath-channel-chart")
+        self._channels = ChannelChart(self._channel_tip, NO_SITE_TITLE)
+        self.channel_bars = self._channels.bars
+        self.channel_figure = self._channels.figure
+        self.channel_hit_bars = self._channels.hits
+        self._channels.hits.on_hover(self._on_channel_hover)
+        self._channels.on_click(self._on_channel_click)
+        self._channel_click: list[Callable[[int, int], None]] = []
+        #: per site index: {channel: REMOVED | FORCED}, painted over the channel bars
+        self._channel_states: dict[int, dict[int, int]] = {}
 
         # ---- site map overlay and text -------------------------------------------
         self.overlay = AttributionOverlay(
@@ -260,11 +242,7 @@ class LayerContributions(widgets.VBox):
             self._channel_tip,
             *self.children,
             *self._chart.widgets(),
-            *self.channel_figure.marks,
-            *self.channel_figure.axes,
-            self.channel_figure,
-            self._cxs,
-            self._cys,
+            *self._channels.widgets(),
         ]
         for w in parts:
             try:
@@ -313,16 +291,11 @@ class LayerContributions(widgets.VBox):
 
     def _show_site(self, index: int) -> None:
         if index < 0 or index >= len(self._summary) or self._explanation is None:
-            with self.channel_bars.hold_sync():
-                self.channel_bars.x = np.zeros(0)
-                self.channel_bars.y = np.zeros((2, 0))
+            self._channels.set_data(np.zeros(0), np.zeros(0, dtype=bool))
             self._channel_order = np.zeros(0, dtype=np.int64)
             self._channel_values = np.zeros(0)
             self._channel_pathway = np.zeros(0, dtype=bool)
-            # no site: no channel axes either (an empty scale would tick "0 0 1 1 1",
-            # and bqplot takes empty tick_values as "choose them yourself")
-            for axis in self.channel_figure.axes:
-                axis.visible = False
+            # (set_data hides the axes: an empty scale would tick "0 0 1 1 1")
             self.channel_figure.title = NO_SITE_TITLE
             self._set_overlay(
                 None, "Select a site to see its spatial contribution map.", NO_SITE_LABEL
@@ -342,15 +315,11 @@ class LayerContributions(widgets.VBox):
         shown = order[:MAX_CHANNELS]
         vals = ch_total[shown]
         path = in_path[shown]
-        y = np.vstack([np.where(path, vals, 0.0), np.where(path, 0.0, vals)])
         self._channel_order = shown
         self._channel_values = vals.copy()
         self._channel_pathway = path.copy()
-        with self.channel_bars.hold_sync():
-            self.channel_bars.x = np.arange(len(shown), dtype=np.float64)
-            self.channel_bars.y = y
-        for axis in self.channel_figure.axes:
-            axis.visible = True
+        self._channels.set_data(vals, path)
+        self._paint_channel_states()
         n_ch = len(ch_total)
         more = f"largest {len(shown)} of {n_ch}" if n_ch > len(shown) else f"all {n_ch}"
         name = html.escape(_label(s))
@@ -443,10 +412,46 @@ class LayerContributions(widgets.VBox):
         ch = int(self._channel_order[int(rank)])
         value = float(self._channel_values[int(rank)])
         in_path = bool(self._channel_pathway[int(rank)])
+        state = self._channel_states.get(self.selected_site, {}).get(ch, AS_SELECTED)
+        hint = ""
+        if self._channel_click:  # someone acts on clicks: say what the next one does
+            now = ("as selected", "removed", "forced in")[state]
+            nxt = ("remove it", "force it in", "restore it")[state]
+            hint = f"<br>{now}; click to {nxt}"
         self._channel_tip.value = (
             f"<b>channel {ch}</b> (rank {int(rank)})<br>contribution {_fmt(value)}<br>"
             + ("in the pathway" if in_path else "no kept neuron")
+            + hint
         )
+
+    # ------------------------------------------------------------------ interventions
+    def on_channel_click(self, callback: Callable[[int, int], None]) -> None:
+        """Call ``callback(site index, channel)`` when a bar of the channel chart is
+        clicked (the panel only reports it; the owner decides what it means)."""
+        self._channel_click.append(callback)
+
+    def _on_channel_click(self, rank: int) -> None:
+        site = self.selected_site
+        if site < 0 or not 0 <= rank < len(self._channel_order):
+            return
+        channel = int(self._channel_order[rank])
+        for callback in self._channel_click:
+            callback(site, channel)
+
+    def set_channel_states(self, states: dict[int, dict[int, int]]) -> None:
+        """Show the intervention state of channels: ``{site index: {channel: state}}``
+        with the state codes of :mod:`.channel_chart` (absent: as selected)."""
+        self._channel_states = {int(k): dict(v) for k, v in states.items()}
+        self._paint_channel_states()
+
+    def _paint_channel_states(self) -> None:
+        marks = self._channel_states.get(self.selected_site, {})
+        codes = [marks.get(int(c), AS_SELECTED) for c in self._channel_order]
+        self._channels.set_states(np.asarray(codes, dtype=np.int8))
+
+    def channel_states(self) -> np.ndarray:
+        """The state code per rank of the channel chart on show."""
+        return self._channels.states()
 
     def channel_data(self) -> dict[str, np.ndarray]:
         """The channel chart's data: channel ids in descending order of contribution,
@@ -458,4 +463,4 @@ class LayerContributions(widgets.VBox):
         }
 
 
-__all__ = ["LayerContributions"]
+__all__ = ["OTHER_CHANNEL_COLOR", "PATHWAY_CHANNEL_COLOR", "LayerContributions"]

@@ -7,6 +7,9 @@ Modules, in the order data flows through them:
   requests and shows their results;
 * :mod:`.controls`: picker, upload and cancellation handlers (controls kept in step);
 * :mod:`.baselines`: the attribution baselines in the method picker (maps, cache, figure);
+* :mod:`.interventions`: the ``interventions`` trait, channel-chart clicks (removed /
+  forced in / as selected) and the overrides applied to each result;
+  :mod:`.intervention_panel` renders the list, Reset, "apply to" and the top-5s;
 * :mod:`.evaluation_link`: the evaluation panel's snapshot of what is on show;
 * :mod:`.worker`: the request worker (generations, coalescing, cancel, progress, the
   worker thread and its idle exit);

@@ -29,6 +29,7 @@ from .caches import ImageEntry
 from .compare_link import attach_comparison
 from .controls import ControlsMixin
 from .evaluation_link import attach_evaluation
+from .interventions import InterventionsMixin
 from .session import ExplainSession
 from .targets import ClassTarget
 from .view import SPARSITY_MAX, ExplorerView, esc, notices_html, summary_html
@@ -38,7 +39,7 @@ from .worker import Request, RequestWorker, Superseded
 log = logging.getLogger(__name__)
 
 
-class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
+class PathwayExplorer(InterventionsMixin, ControlsMixin, BaselineMixin, ExplorerView):
     """Interactive critical-pathway explorer.
 
     Parameters
@@ -163,6 +164,7 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
             traitlets.link((self, "sparsity"), (self.sparsity_slider, "value")),
             traitlets.link((self, "scope"), (self.scope_buttons, "value")),
         ]
+        self._setup_interventions()
         self._sync_method_controls()
         self.cancel_button.on_click(lambda _b: self.cancel())
         self.refresh_button.on_click(lambda _b: self.refresh())
@@ -334,6 +336,7 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
                 method=self.method,
                 scope=self.scope,
                 sparsity=float(self.sparsity),
+                **self._intervention_request(),
             )
 
     # ================================================================ the work
@@ -407,11 +410,14 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
         session.store(key, e)
         if stale(req):
             return
+        shown = self._apply_interventions(req, e)  # e itself without overrides
+        if stale(req):
+            return
         grad = session.gradient(entry, target)
         if stale(req):
             return
         t1 = time.perf_counter()
-        self._show(req, entry, target, e, grad, t1 - t0)
+        self._show(req, entry, target, shown, grad, t1 - t0, plain=e)
         self.last_timing = {"compute_s": t1 - t0, "show_s": time.perf_counter() - t1}
         if cached is None and not self._worker.has_pending:
             # sort the new scores while the user looks, so that slider moves need a
@@ -449,8 +455,11 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
         self.stats["shown"] += 1
         return float(entry.probs[target]) if entry.probs is not None else float("nan")
 
-    def _show(self, req: Request, entry: ImageEntry, target: int, e, grad, seconds) -> None:
-        """Put a result on show: maps, layer panel, message."""
+    def _show(
+        self, req: Request, entry: ImageEntry, target: int, e, grad, seconds, plain=None
+    ) -> None:
+        """Put a result on show: maps, layer panel, message (``plain``: ``e`` before its
+        interventions)."""
         sal = self._session.saliency(e)
         new_image = self._images.shown != entry.id
         new_gradient = new_image or self._shown is None or self._shown["target"] != target
@@ -471,6 +480,8 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
         self._auto_site = False
         p = self._mark_shown(req, entry, target, e, None)
         text = summary_html(e, target, self.category(target), p, self.layers.summary, seconds)
+        # (first: the summary ends with the "(N ms)" the benchmarks read)
+        text = self._intervention_report(plain if plain is not None else e, e, target) + text
         self.show_message(text + notices_html(e), "warning" if e.notices else "info")
 
 

@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ...errors import Cancelled
 
@@ -81,6 +81,10 @@ class Request:
     method: str
     scope: str
     sparsity: float
+    #: ``{"drop": {...}, "keep": {...}}`` by site name (empty: the plain pathway), and
+    #: the network they apply to ("pathway" or "full"); they never change the scores
+    interventions: dict = field(default_factory=dict)
+    network: str = "pathway"
 
     def scoring(self) -> tuple:
         """What the scores depend on: requests with equal scorings share them."""
@@ -104,14 +108,23 @@ class RequestWorker:
 
     # ---------------------------------------------------------------- submitting
     def submit(
-        self, image_id: int, target: int | None, method: str, scope: str, sparsity: float
+        self,
+        image_id: int,
+        target: int | None,
+        method: str,
+        scope: str,
+        sparsity: float,
+        interventions: dict | None = None,
+        network: str = "pathway",
     ) -> Request | None:
         """Make the latest request (replacing a pending one) and wake or start the thread."""
         with self._cond:
             if self._closed:
                 return None
             self._gen += 1
-            req = Request(self._gen, image_id, target, method, scope, sparsity)
+            req = Request(
+                self._gen, image_id, target, method, scope, sparsity, interventions or {}, network
+            )
             self._pending = req
             self._cond.notify_all()
             if self._thread is None or not self._thread.is_alive():
