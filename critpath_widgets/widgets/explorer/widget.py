@@ -29,6 +29,7 @@ from .caches import ImageEntry
 from .compare_link import attach_comparison
 from .controls import ControlsMixin
 from .evaluation_link import attach_evaluation
+from .scrub import ScrubStack
 from .session import ExplainSession
 from .targets import ClassTarget
 from .view import SPARSITY_MAX, ExplorerView, esc, notices_html, summary_html
@@ -153,6 +154,8 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
         self.children = (*self.children, self.evaluation_section)
         self.comparison, self.comparison_section = attach_comparison(self)
         self.children = (*self.children, self.comparison_section)
+        #: the pathway map at a grid of sparsities, for slider drags without the kernel
+        self._scrub = ScrubStack(self)
 
         with self._quiet():
             for name in ("method", "scope", "sparsity", "target"):
@@ -253,6 +256,8 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
         poller = getattr(self, "_poller", None)
         if poller is not None:
             poller.stop()
+        if getattr(self, "_scrub", None) is not None:
+            self._scrub.close()
         for name in ("evaluation", "evaluation_section", "comparison", "comparison_section"):
             if getattr(self, name, None) is not None:
                 getattr(self, name).close()
@@ -378,6 +383,7 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
             self._refresh_target(entry)  # the predicted class may be another one now
         target = session.target_for(entry, req.target)
         if is_baseline(req.method):
+            self._scrub.after_show(req, None, None)
             self._process_baseline(req, entry, target)
             return
         key = (entry.id, target, req.method, req.scope)
@@ -411,12 +417,14 @@ class PathwayExplorer(ControlsMixin, BaselineMixin, ExplorerView):
         if stale(req):
             return
         t1 = time.perf_counter()
+        self._scrub.before_show(key)
         self._show(req, entry, target, e, grad, t1 - t0)
         self.last_timing = {"compute_s": t1 - t0, "show_s": time.perf_counter() - t1}
         if cached is None and not self._worker.has_pending:
             # sort the new scores while the user looks, so that slider moves need a
             # single comparison pass to select (Explanation.at_sparsity)
             e.prepare_sparsity_changes()
+        self._scrub.after_show(req, e, key)
 
     def _with_progress(self, req: Request, run: Callable[[Any], Any], path_dependent: bool) -> Any:
         """``run(progress)``, with the progress bar and Cancel shown for a long method
