@@ -231,3 +231,31 @@ def test_slider_is_jslinked_to_the_preview(explorer):
     link = w._scrub._link
     assert link.source == (w.sparsity_slider, "value")
     assert link.target == (w.pathway_overlay, "preview_sparsity")
+
+
+# ------------------------------------------------------------------------------ engine
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_batched_saliency_at_equals_at_sparsity(model, scope):
+    from critpath_widgets.engine import PathwayExplainer
+
+    x = _preprocess(_photo(3))[None]
+    e = PathwayExplainer(model).explain(x, method="neuron_mct", sparsity=0.6, scope=scope)
+    levels = [0.0, 0.35, 0.6, 0.99]
+    got = e.saliency_at(levels)
+    grads = e.saliency_at(levels, reduce=None)
+    assert got.shape == (4, 64, 64) and grads.shape == (4, 3, 64, 64)
+    for k, s in enumerate(levels):
+        ref = e.at_sparsity(s)
+        torch.testing.assert_close(got[k], ref.saliency_map()[0], rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(grads[k], ref.saliency[0], rtol=1e-4, atol=1e-7)
+    assert not torch.allclose(got[0], got[-1])
+
+
+def test_batched_saliency_at_refuses_greedy(model):
+    from critpath_widgets.engine import PathwayExplainer
+    from critpath_widgets.errors import InputError
+
+    x = _preprocess(_photo(3))[None]
+    e = PathwayExplainer(model).explain(x, method="greedy", sparsity=0.5)
+    with pytest.raises(InputError, match="at_sparsity"):
+        e.saliency_at([0.3])

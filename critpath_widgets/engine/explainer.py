@@ -367,6 +367,27 @@ class PathwayExplainer:
         sparsity = 0.0 if interventions.network == "full" else e.sparsity
         return self._repass(e, Selection(sparsity, e.scope, e.granularity), interventions)
 
+    def _saliency_at(self, e: Explanation, sparsities: Sequence[float]) -> torch.Tensor:
+        """Input gradients (K, *input) of ``e``'s pathways at K sparsities, from its cached
+        scores in one batched masked pass (``e`` holds one input, no interventions)."""
+        layout, ranking, dtype = e._layout, e._ranking, e.inputs.dtype
+        weights = []
+        for s in sparsities:
+            w, _, fill = pass_weights(
+                ranking, layout, Selection(check_sparsity(s), e.scope, e.granularity), dtype, True
+            )
+            if fill is not None:  # a deferred selection: make every site's weights now
+                for i in range(len(layout)):
+                    fill(i)
+            weights.append(w)
+        flat = torch.cat(weights)  # row k: the pathway at sparsities[k]
+        k = flat.shape[0]
+        with self._session(e.inputs) as st:
+            st.hooks.names.extend(e.site_names)
+            x = e.inputs.expand(k, *e.inputs.shape[1:])
+            _, sal = passes.masked_pass(st, x, e.target.expand(k), layout.views(flat))
+        return sal
+
     def _repass(
         self, e: Explanation, selection: Selection, interventions: Interventions | None
     ) -> Explanation:

@@ -253,6 +253,21 @@ class Explanation:
             )
         return self.explainer._at_sparsity(self, check_sparsity(sparsity), progress)
 
+    def saliency_at(self, sparsities: Any, reduce: str | None = "max_abs") -> torch.Tensor:
+        """The saliency maps (K, H, W) of :meth:`at_sparsity` at K sparsities (the input
+        gradients (K, C, H, W) with ``reduce=None``), in one batched masked pass: cheaper
+        than K calls for scrubbing a slider. One input, a sparsity-independent method and
+        no interventions only (else :class:`InputError`)."""
+        if self.inputs.shape[0] != 1 or self.path_dependent or self.interventions is not None:
+            raise InputError(
+                "saliency_at needs one input, a method whose scores do not depend on the "
+                "sparsity and no interventions: call at_sparsity for each sparsity instead"
+            )
+        sal = self.explainer._saliency_at(self, [float(s) for s in sparsities])
+        if reduce is None:
+            return sal
+        return reduce_channels(sal, reduce, self.inputs.expand_as(sal))
+
     def with_overrides(
         self,
         drop: OverrideSpec | None = None,
