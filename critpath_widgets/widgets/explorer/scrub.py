@@ -10,7 +10,8 @@ map replaces it when the kernel answers.
 Invariants: the overlay holds either no stack or a whole stack for the scoring on show
 (image, target, method, scope) and the sign/blur it was made for; a new scoring clears
 it *before* its first map is shown. Levels computed before a newer request interrupted
-are kept here (never sent) and the next idle moment of the same scoring continues them.
+are kept here (never sent) and the next idle moment of the same scoring continues them;
+once the stack is loaded they are dropped.
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ class ScrubStack:
         maps = [self.partial[s] for s in self.levels]
         ov.set_stack(maps, self.levels, *display)
         self.loaded = (key, display)
+        self.partial = {}  # the overlay holds them now (a sign/blur change recomputes)
         self.stats["stacks"] += 1
         self.stats["last_s"] = time.perf_counter() - t0
         self.stats["bytes"] = len(ov.stack)
