@@ -16,6 +16,12 @@
 // `critpath-overlay-canvas`, message area `.critpath-overlay-message`, and after
 // each actual repaint el.dataset.paintCount (1, 2, ...) and el.dataset.paintKey
 // (8 hex digits that change when the painted content changes).
+//
+// Scrubbing: while `preview_sparsity` (jslinked to the explorer's slider) differs from
+// `values_sparsity` (the exact map's), the nearest level of the `stack` is painted
+// (when it was made for the current sign and blur) and the label says "≈ sparsity";
+// the exact map wins as soon as it is for the wanted sparsity. el.dataset.preview is
+// the painted level's sparsity ("" for the exact map), dataset.stackLevels their count.
 
 import {
   asBytes,
@@ -30,6 +36,7 @@ import {
 import { cellAt, displaySize, paintLayers, putPixels, sizeCanvas } from "./lib/canvas.js";
 import { createColorbar, updateColorbar } from "./lib/colorbar.js";
 import { CSS, createControls, el_ } from "./lib/controls.js";
+import { createStack } from "./lib/stack.js";
 
 
 /** FNV-1a 32-bit hash as 8 hex digits: the short paintKey. */
@@ -90,6 +97,7 @@ export function createOverlay({ model, el }, deps = {}) {
   // the display map from Python (blurred shown part), valid for disp.sign
   const disp = { version: 0, src: null, values: null, sign: "", mags: {} };
   const image = { version: 0, drawable: null, token: 0, error: "" };
+  const stack = createStack();
   let lutVersion = 0;
   let lastKey = null;
   let lastBarKey = null;
@@ -112,6 +120,11 @@ export function createOverlay({ model, el }, deps = {}) {
     const g = Number(model.get("gamma"));
     view.gamma = g > 0 ? g : 1;
     view.mapOnly = Boolean(model.get("map_only"));
+    const num = (k) => (model.get(k) === undefined ? -1 : Number(model.get(k)));
+    view.preview = num("preview_sparsity");
+    view.exact = num("values_sparsity");
+    stack.read(model);
+    el.dataset.stackLevels = String(stack.levels.length);
   }
 
   /** Decode the display map when it or the map's shape changed. */
@@ -139,6 +152,8 @@ export function createOverlay({ model, el }, deps = {}) {
 
   /** What is coloured: the display map when it fits the current sign and blur, else raw. */
   function paintSource() {
+    const p = stack.pick(view.preview, view.exact, data.h, data.w, view.sign, view.smooth);
+    if (p && data.values) return p;
     if (view.smooth > 0 && disp.values && disp.sign === view.sign) {
       return { values: disp.values, mags: disp.mags, tag: `d${disp.version}` };
     }
@@ -224,9 +239,10 @@ export function createOverlay({ model, el }, deps = {}) {
     const vmax = vmaxFor(src, view.sign, view.clip);
     lastVmax = vmax;
 
-    const barKey = [view.colormap, lutVersion, view.sign, vmax, view.label].join("|");
+    const label = src.sparsity === undefined ? view.label : `≈ sparsity ${src.sparsity.toFixed(2)} (preview) · ${view.label}`;
+    const barKey = [view.colormap, lutVersion, view.sign, vmax, label].join("|");
     if (barKey !== lastBarKey) {
-      updateColorbar(colorbar, { lut, sign: view.sign, vmax, label: view.label });
+      updateColorbar(colorbar, { lut, sign: view.sign, vmax, label });
       lastBarKey = barKey;
     }
     colorbar.root.style.width = `${cssWidth}px`;
@@ -253,6 +269,7 @@ export function createOverlay({ model, el }, deps = {}) {
     paintCount++;
     el.dataset.paintCount = String(paintCount);
     el.dataset.paintKey = shortHash(key);
+    el.dataset.preview = src.sparsity === undefined ? "" : String(src.sparsity);
     return true;
   }
 
@@ -398,6 +415,9 @@ export function createOverlay({ model, el }, deps = {}) {
     ["change:photo_dim", onTraits],
     ["change:gamma", onTraits],
     ["change:map_only", onTraits],
+    ...["stack", "stack_levels", "stack_ranges", "stack_sign", "stack_smooth"].map((t) => [`change:${t}`, onTraits]),
+    ["change:preview_sparsity", onTraits],
+    ["change:values_sparsity", onTraits],
   ];
   for (const [ev, fn] of modelListeners) model.on(ev, fn);
 
@@ -450,6 +470,7 @@ export function createOverlay({ model, el }, deps = {}) {
       view,
       data,
       disp,
+      stack,
       get paintCount() { return paintCount; },
       get pixels() { return lastPixels; },
       get vmax() { return lastVmax; },

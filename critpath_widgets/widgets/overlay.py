@@ -211,6 +211,25 @@ class AttributionOverlay(anywidget.AnyWidget):
     """Width of the picture in CSS pixels (the canvas backing store is this times the
     screen's devicePixelRatio)."""
 
+    # ---- scrubbing: display maps at a grid of sparsities, painted while a slider moves
+    stack = _Bytes(b"").tag(sync=True)
+    """Set with :meth:`set_stack`: uint8 (K, H, W) display maps (``stack_codec``), one per
+    :attr:`stack_levels`, made for :attr:`stack_sign` and :attr:`stack_smooth`."""
+    stack_levels = _List(_Float(), default_value=[]).tag(sync=True)
+    """The K sparsities of :attr:`stack` (ascending)."""
+    stack_ranges = _List(_Float(), default_value=[]).tag(sync=True)
+    """Per level ``scale, zero``: a code ``q`` decodes to ``(q - zero) * scale``."""
+    stack_sign = _Unicode("").tag(sync=True)
+    """The sign mode the stack was made for (no preview under another)."""
+    stack_smooth = _Float(-1.0).tag(sync=True)
+    """The display blur the stack was made for (no preview under another)."""
+    values_sparsity = _Float(-1.0).tag(sync=True)
+    """The sparsity of the exact map in :attr:`values` (-1: none, e.g. a baseline)."""
+    preview_sparsity = _Float(-1.0).tag(sync=True)
+    """The sparsity wanted on screen (jslinked to a slider in the browser; -1: none).
+    While it differs from :attr:`values_sparsity` and a fitting stack is loaded, the
+    browser paints the nearest stack level; the exact map wins once it is for it."""
+
     def __init__(self, image: Any = None, values: Any = None, **kwargs: Any) -> None:
         if not ESM_PATH.is_file():
             raise FrontendMissingError(
@@ -274,6 +293,34 @@ class AttributionOverlay(anywidget.AnyWidget):
             if arr is not None:
                 self.values = arr.tobytes()
                 self.shape = (int(arr.shape[0]), int(arr.shape[1]))
+
+    def set_stack(self, maps: Any, levels: Any, sign: str, smooth: float) -> None:
+        """Load display maps (K, H, W) of :attr:`shape` at ``levels``, made for ``sign``
+        and ``smooth``, as one message; ``set_stack([], [], "", -1)`` discards them."""
+        from .stack_codec import encode_stack
+
+        levels = [float(v) for v in levels]
+        maps = [np.asarray(m, np.float32) for m in maps]
+        if len(maps) != len(levels):
+            raise InputError(f"{len(maps)} maps for {len(levels)} levels")
+        if any(m.shape != tuple(self.shape) for m in maps):
+            raise InputError(f"stack maps must have the map's shape {tuple(self.shape)}")
+        data, ranges = encode_stack(maps)
+        with self.hold_sync(), self.hold_trait_notifications():
+            self.stack = data
+            self.stack_levels = levels
+            self.stack_ranges = ranges
+            self.stack_sign = sign if maps else ""
+            self.stack_smooth = float(smooth) if maps else -1.0
+
+    @property
+    def stack_array(self) -> np.ndarray:
+        """The loaded stack decoded, (K, H, W) float32 (K = 0 when none)."""
+        from .stack_codec import decode_stack
+
+        if not self.stack_levels:
+            return np.zeros((0, *self.shape), np.float32)
+        return decode_stack(self.stack, self.stack_ranges, tuple(self.shape))
 
     def set_state(self, sync_data: dict[str, Any]) -> None:
         """Apply a change from the browser; a rejected value is rolled back (traitlets

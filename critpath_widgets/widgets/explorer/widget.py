@@ -30,6 +30,7 @@ from .compare_link import attach_comparison
 from .controls import ControlsMixin
 from .evaluation_link import attach_evaluation
 from .interventions import InterventionsMixin
+from .scrub import ScrubStack
 from .session import ExplainSession
 from .targets import ClassTarget
 from .view import SPARSITY_MAX, ExplorerView, esc, notices_html, summary_html
@@ -154,6 +155,8 @@ class PathwayExplorer(InterventionsMixin, ControlsMixin, BaselineMixin, Explorer
         self.children = (*self.children, self.evaluation_section)
         self.comparison, self.comparison_section = attach_comparison(self)
         self.children = (*self.children, self.comparison_section)
+        #: the pathway map at a grid of sparsities, for slider drags without the kernel
+        self._scrub = ScrubStack(self)
 
         with self._quiet():
             for name in ("method", "scope", "sparsity", "target"):
@@ -255,6 +258,8 @@ class PathwayExplorer(InterventionsMixin, ControlsMixin, BaselineMixin, Explorer
         poller = getattr(self, "_poller", None)
         if poller is not None:
             poller.stop()
+        if getattr(self, "_scrub", None) is not None:
+            self._scrub.close()
         for name in ("evaluation", "evaluation_section", "comparison", "comparison_section"):
             if getattr(self, name, None) is not None:
                 getattr(self, name).close()
@@ -381,6 +386,7 @@ class PathwayExplorer(InterventionsMixin, ControlsMixin, BaselineMixin, Explorer
             self._refresh_target(entry)  # the predicted class may be another one now
         target = session.target_for(entry, req.target)
         if is_baseline(req.method):
+            self._scrub.after_show(req, None, None)
             self._process_baseline(req, entry, target)
             return
         key = (entry.id, target, req.method, req.scope)
@@ -417,12 +423,16 @@ class PathwayExplorer(InterventionsMixin, ControlsMixin, BaselineMixin, Explorer
         if stale(req):
             return
         t1 = time.perf_counter()
+        # the stack belongs to the scoring and the overrides on show
+        scrub_key = (*key, repr(sorted(req.interventions.items())), req.network)
+        self._scrub.before_show(scrub_key)
         self._show(req, entry, target, shown, grad, t1 - t0, plain=e)
         self.last_timing = {"compute_s": t1 - t0, "show_s": time.perf_counter() - t1}
         if cached is None and not self._worker.has_pending:
             # sort the new scores while the user looks, so that slider moves need a
             # single comparison pass to select (Explanation.at_sparsity)
             e.prepare_sparsity_changes()
+        self._scrub.after_show(req, shown, scrub_key)
 
     def _with_progress(self, req: Request, run: Callable[[Any], Any], path_dependent: bool) -> Any:
         """``run(progress)``, with the progress bar and Cancel shown for a long method
