@@ -231,3 +231,19 @@ def test_slider_is_jslinked_to_the_preview(explorer):
     link = w._scrub._link
     assert link.source == (w.sparsity_slider, "value")
     assert link.target == (w.pathway_overlay, "preview_sparsity")
+
+
+def test_the_stack_follows_the_interventions_on_show(explorer):
+    w = explorer
+    plain = np.array(w.pathway_overlay.stack_array, copy=True)
+    site = w.explanation.site_names[-1]
+    w.interventions = {"drop": {site: [0, 1, 2]}}
+    assert w.wait(TIMEOUT) and w.explanation.interventions, w.message_text
+    ov = w.pathway_overlay
+    assert ov.stack_levels == list(SCRUB_LEVELS)
+    step = float(max(ov.stack_ranges[0::2])) / 2 * 1.001
+    assert np.abs(ov.stack_array - _expected_stack(w)).max() <= step
+    assert np.abs(ov.stack_array - plain).max() > step  # not the plain pathway's stack
+    w.intervention_network = "full"  # an ablation's map does not change with the sparsity
+    assert w.wait(TIMEOUT)
+    assert ov.stack_levels == [] and ov.stack == b""
