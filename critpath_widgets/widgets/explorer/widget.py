@@ -220,7 +220,8 @@ class PathwayExplorer(InterventionsMixin, ControlsMixin, BaselineMixin, Explorer
 
         Returns ``True`` once the latest request has been handled: its result is on
         show, or its error / cancellation is in the message area (see
-        :attr:`last_error`). Raises ``TimeoutError`` if that takes longer than
+        :attr:`last_error`), and the sparsity stack for the slider's preview is built
+        (a newer request interrupts that). Raises ``TimeoutError`` if that takes longer than
         ``timeout`` seconds (``None``: no limit). Do not call it from an observer that
         the worker thread runs.
         """
