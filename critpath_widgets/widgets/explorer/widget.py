@@ -29,6 +29,7 @@ from .caches import ImageEntry
 from .compare_link import attach_comparison
 from .controls import ControlsMixin
 from .evaluation_link import attach_evaluation
+from .gallery_link import GalleryMixin, attach_gallery
 from .interventions import InterventionsMixin
 from .session import ExplainSession
 from .targets import ClassTarget
@@ -39,7 +40,7 @@ from .worker import Request, RequestWorker, Superseded
 log = logging.getLogger(__name__)
 
 
-class PathwayExplorer(InterventionsMixin, ControlsMixin, BaselineMixin, ExplorerView):
+class PathwayExplorer(GalleryMixin, InterventionsMixin, ControlsMixin, BaselineMixin, ExplorerView):
     """Interactive critical-pathway explorer.
 
     Parameters
@@ -154,6 +155,8 @@ class PathwayExplorer(InterventionsMixin, ControlsMixin, BaselineMixin, Explorer
         self.children = (*self.children, self.evaluation_section)
         self.comparison, self.comparison_section = attach_comparison(self)
         self.children = (*self.children, self.comparison_section)
+        self.gallery, self.gallery_section = attach_gallery(self)
+        self.children = (*self.children, self.gallery_section)
 
         with self._quiet():
             for name in ("method", "scope", "sparsity", "target"):
@@ -255,9 +258,10 @@ class PathwayExplorer(InterventionsMixin, ControlsMixin, BaselineMixin, Explorer
         poller = getattr(self, "_poller", None)
         if poller is not None:
             poller.stop()
-        for name in ("evaluation", "evaluation_section", "comparison", "comparison_section"):
-            if getattr(self, name, None) is not None:
-                getattr(self, name).close()
+        for part in ("evaluation", "comparison", "gallery"):
+            for name in (part, f"{part}_section"):
+                if getattr(self, name, None) is not None:
+                    getattr(self, name).close()
         for link in getattr(self, "_links", []):
             try:
                 link.unlink()
