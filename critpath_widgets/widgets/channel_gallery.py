@@ -181,10 +181,10 @@ class ChannelGalleryPanel(widgets.VBox):
     def _fill_picker(self, ctx: GalleryContext) -> None:
         """The site's channels, the top :data:`TOP_CHANNELS` by kept contribution first;
         a new site starts on its top channel, the same site keeps the one picked."""
-        options_key = (ctx.key, ctx.site, id(ctx.contributions))
+        c = np.asarray(ctx.contributions, dtype=np.float64)
+        options_key = (ctx.site, c.tobytes())  # the same figures: the options stand
         if options_key == self._options_key:
             return
-        c = np.asarray(ctx.contributions, dtype=np.float64)
         top = [int(i) for i in np.argsort(-c, kind="stable")[:TOP_CHANNELS]]
         rest = [i for i in range(len(c)) if i not in set(top)]
         options = [(f"{i} (kept {c[i]:.3g})", i) for i in top] + [(str(i), i) for i in rest]
