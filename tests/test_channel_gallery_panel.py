@@ -7,6 +7,8 @@ set_gallery takes a folder."""
 from __future__ import annotations
 
 import io
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -191,4 +193,30 @@ def test_set_gallery_with_a_folder(setup, tmp_path):
     _check(model, w, tmp_path)  # a refused gallery leaves the one on show
     w.set_gallery()  # the sample photos again
     _settle(w)
+    _check(model, w)
+
+
+def test_computed_in_the_background_and_a_newer_pick_supersedes(setup, monkeypatch):
+    from critpath_widgets.widgets import channel_gallery as cg
+
+    model, w = setup
+    p = w.gallery
+    release = threading.Event()
+    real = cg.activation_map
+
+    def held(*args, **kwargs):
+        release.wait(TIMEOUT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cg, "activation_map", held)
+    t0 = time.perf_counter()
+    w.gallery_section.selected_index = 0  # returns at once: the kernel is not blocked
+    assert time.perf_counter() - t0 < 1.0 and p.busy and p.shown is None
+    assert "Computing" in p.message.value
+    first = p._thread
+    p.channel = (p.channel + 1) % len(p.picker.options)  # a newer pick while computing
+    release.set()
+    first.join(TIMEOUT)
+    _settle(w)
+    assert p.shown[1] == p.channel
     _check(model, w)

@@ -173,6 +173,18 @@ class ChannelGalleryPanel(widgets.VBox):
             )
             self._thread.start()
 
+    def close(self) -> None:
+        """Stop showing runs and close the panel's widgets."""
+        with self._guard:
+            self._gen += 1  # invariant: a run of an older generation changes nothing
+            self.is_open = False
+            thumbs = [c for box in self.thumbs.children for c in (*box.children, box)]
+            for w in (*thumbs, self.picker, self.message, self.overlay, self.thumbs):
+                w.close()
+            for w in self.children:
+                w.close()
+        super().close()
+
     # ---------------------------------------------------------------- internals
     def _on_pick(self, _change: dict) -> None:
         if not self._quiet:
@@ -237,7 +249,7 @@ class ChannelGalleryPanel(widgets.VBox):
             self.overlay.set_data(image=ctx.display, values=amap)
             self.overlay.label = f"activation of channel {channel}"
             self.overlay.message = ""
-        self.thumbs.children = [_thumb(p) for p in patches]
+        self._set_thumbs([_thumb(p) for p in patches])
         self.patches, self.shown, self.last_error = list(patches), (ctx.site, channel), None
         self.message.value = (
             f"Channel <b>{channel}</b> of <b>{html.escape(ctx.label)}</b>: its activation on "
@@ -245,10 +257,17 @@ class ChannelGalleryPanel(widgets.VBox):
             "most (strongest first)."
         )
 
+    def _set_thumbs(self, boxes: list[widgets.VBox]) -> None:
+        """Show ``boxes``; the thumbnails they replace are closed (no widget leaks)."""
+        old, self.thumbs.children = self.thumbs.children, boxes
+        for box in old:
+            for w in (*box.children, box):
+                w.close()
+
     def _error(self, err: BaseException) -> None:
         self.last_error = err
         self.patches, self.shown = [], None
-        self.thumbs.children = []
+        self._set_thumbs([])
         self.message.value = f"<b>Nothing to show:</b> {html.escape(str(err))}"
 
 
