@@ -22,6 +22,7 @@ SHOTS = {
     "compare.png": "compare.png",
     "layer-panel.png": "layer_panel.png",
     "interventions.png": "interventions.png",
+    "channel-gallery.png": "channel_gallery.png",
     "explorer-700px.png": "explorer_narrow.png",
     "explorer-notebook7.png": "explorer_notebook7.png",
 }

@@ -11,6 +11,8 @@ Modules, in the order data flows through them:
   forced in / as selected) and the overrides applied to each result;
   :mod:`.intervention_panel` renders the list, Reset, "apply to" and the top-5s;
 * :mod:`.evaluation_link`: the evaluation panel's snapshot of what is on show;
+* :mod:`.gallery_link`: the channel gallery's snapshot (picture, selected site, model
+  state) and ``set_gallery``;
 * :mod:`.worker`: the request worker (generations, coalescing, cancel, progress, the
   worker thread and its idle exit);
 * :mod:`.caches`: pictures, explanations per (image, target, method, scope) and

@@ -29,6 +29,7 @@ from .caches import ImageEntry
 from .compare_link import attach_comparison
 from .controls import ControlsMixin
 from .evaluation_link import attach_evaluation
+from .gallery_link import GalleryMixin, attach_gallery
 from .interventions import InterventionsMixin
 from .scrub import ScrubStack
 from .session import ExplainSession
@@ -40,7 +41,7 @@ from .worker import Request, RequestWorker, Superseded
 log = logging.getLogger(__name__)
 
 
-class PathwayExplorer(InterventionsMixin, ControlsMixin, BaselineMixin, ExplorerView):
+class PathwayExplorer(GalleryMixin, InterventionsMixin, ControlsMixin, BaselineMixin, ExplorerView):
     """Interactive critical-pathway explorer.
 
     Parameters
@@ -157,6 +158,8 @@ class PathwayExplorer(InterventionsMixin, ControlsMixin, BaselineMixin, Explorer
         self.children = (*self.children, self.comparison_section)
         #: the pathway map at a grid of sparsities, for slider drags without the kernel
         self._scrub = ScrubStack(self)
+        self.gallery, self.gallery_section = attach_gallery(self)
+        self.children = (*self.children, self.gallery_section)
 
         with self._quiet():
             for name in ("method", "scope", "sparsity", "target"):
@@ -261,9 +264,10 @@ class PathwayExplorer(InterventionsMixin, ControlsMixin, BaselineMixin, Explorer
             poller.stop()
         if getattr(self, "_scrub", None) is not None:
             self._scrub.close()
-        for name in ("evaluation", "evaluation_section", "comparison", "comparison_section"):
-            if getattr(self, name, None) is not None:
-                getattr(self, name).close()
+        for part in ("evaluation", "comparison", "gallery"):
+            for name in (part, f"{part}_section"):
+                if getattr(self, name, None) is not None:
+                    getattr(self, name).close()
         for link in getattr(self, "_links", []):
             try:
                 link.unlink()
