@@ -18,6 +18,7 @@ from collections.abc import Container
 from pathlib import Path
 from typing import Any
 
+from ...errors import InputError
 from ...methods import is_baseline, method_name
 
 #: dpi of the static PNG (the figure is about 13 x 8 inches: ~930 x 580 pixels)
@@ -44,6 +45,30 @@ def describe(w: Any) -> str:
         f"PathwayExplorer: {method_name(shown['method'])} ({how}), "
         f"target {w.category(target)!r} ({target})"
     )
+
+
+def save_view(w: Any, path: str | Path, dpi: int) -> Path:
+    """Write the figure of what ``w`` shows (photo, both maps with the overlays' colour
+    settings, layer chart; a baseline's own figure) to ``path``; returns the path."""
+    from ...report import MapStyle, render_explanation, save_figure
+
+    if w._shown is not None and is_baseline(w._shown["method"]):
+        return w._save_baseline(path, dpi)
+    e = w.explanation
+    if e is None:
+        raise InputError("nothing to save yet: no explanation has been computed")
+    entry = w._images.get(w._images.shown)
+    fig = render_explanation(
+        entry.display if entry is not None else None,
+        e,
+        w.pathway_overlay.array,
+        w.gradient_overlay.array,
+        name=w.category(int(e.target[0])),
+        pathway_style=MapStyle.of(w.pathway_overlay),
+        gradient_style=MapStyle.of(w.gradient_overlay),
+        selected_site=w.layers.selected_site,
+    )
+    return save_figure(fig, path, dpi=dpi)
 
 
 def view_png(w: Any, dpi: int = STATIC_DPI) -> bytes | None:

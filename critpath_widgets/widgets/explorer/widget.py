@@ -33,6 +33,7 @@ from .gallery_link import GalleryMixin, attach_gallery
 from .interventions import InterventionsMixin
 from .scrub import ScrubStack
 from .session import ExplainSession
+from .static_view import save_view
 from .targets import ClassTarget
 from .view import SPARSITY_MAX, ExplorerView, esc, notices_html, summary_html
 from .watch import ModelPoller
@@ -279,26 +280,8 @@ class PathwayExplorer(GalleryMixin, InterventionsMixin, ControlsMixin, BaselineM
         """Write a figure of the current view (photo, both maps as painted with the
         overlays' colour settings, layer chart) after waiting for the view to settle.
         The format follows the file extension (png, pdf, svg, ...). Returns the path."""
-        from ...report import MapStyle, render_explanation, save_figure
-
         self.wait(timeout)
-        if self._shown is not None and is_baseline(self._shown["method"]):
-            return self._save_baseline(path, dpi)
-        e = self._explanation
-        if e is None:
-            raise InputError("nothing to save yet: no explanation has been computed")
-        entry = self._images.get(self._images.shown)
-        fig = render_explanation(
-            entry.display if entry is not None else None,
-            e,
-            self.pathway_overlay.array,
-            self.gradient_overlay.array,
-            name=self.category(int(e.target[0])),
-            pathway_style=MapStyle.of(self.pathway_overlay),
-            gradient_style=MapStyle.of(self.gradient_overlay),
-            selected_site=self.layers.selected_site,
-        )
-        return save_figure(fig, path, dpi=dpi)
+        return save_view(self, path, dpi)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         """The live widget's view plus a PNG of the current view (no recomputation), so
