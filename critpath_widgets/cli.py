@@ -292,18 +292,7 @@ def _add_explain(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     e.add_argument("image", nargs="?", default="coffee", help="image file or sample name")
-    e.add_argument(
-        "--model",
-        default="efficientnet_lite0",
-        help="efficientnet_lite0 (offline ImageNet weights) or a torchvision model name",
-    )
-    e.add_argument(
-        "--weights",
-        default=None,
-        metavar="PATH|random",
-        help="state-dict file for torchvision models, or 'random' for untrained weights "
-        "(default: the model's pretrained weights)",
-    )
+    add_model_options(e)
     e.add_argument(
         "--method",
         default="neuron_mct",
@@ -418,6 +407,22 @@ def _stage() -> Any:
             print(f"comparing: method {done + 1} of {total}", file=sys.stderr, flush=True)
 
     return progress
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """``--model`` and ``--weights``, the same for every sub-command."""
+    parser.add_argument(
+        "--model",
+        default="efficientnet_lite0",
+        help="efficientnet_lite0 (offline ImageNet weights) or a torchvision model name",
+    )
+    parser.add_argument(
+        "--weights",
+        default=None,
+        metavar="PATH|random",
+        help="state-dict file for torchvision models, or 'random' for untrained weights "
+        "(default: the model's pretrained weights)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -111,6 +111,8 @@ def _split(s: str) -> list[str]:
 
 def add_parsers(sub: Any) -> None:
     """The evaluate and summarize subcommands, on the CLI's subparsers."""
+    from ..cli import add_model_options
+
     e = sub.add_parser(
         "evaluate",
         help="evaluate methods on many images into a JSONL file",
@@ -132,18 +134,7 @@ def add_parsers(sub: Any) -> None:
         default="map",
         help=f"comma-separated metrics (default map): {', '.join(M.METRICS)}",
     )
-    e.add_argument(
-        "--model",
-        default="efficientnet_lite0",
-        help="efficientnet_lite0 (offline ImageNet weights) or a torchvision model name",
-    )
-    e.add_argument(
-        "--weights",
-        default=None,
-        metavar="PATH|random",
-        help="state-dict file for torchvision models, or 'random' for untrained weights "
-        "(default: the model's pretrained weights)",
-    )
+    add_model_options(e)
     e.add_argument(
         "--target",
         default=None,

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import CritpathError, InputError
 from ..gallery import ChannelGallery, Patch, activation_map
+from .background import BackgroundRun
 from .overlay import AttributionOverlay
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class GalleryContext:
     lock: Any  # held around each model pass
 
 
-class ChannelGalleryPanel(widgets.VBox):
+class ChannelGalleryPanel(BackgroundRun, widgets.VBox):
     """A channel picker, the channel's activation map over the picture on show and
     its :data:`TOP_K` top-activating gallery patches as captioned thumbnails.
 
@@ -118,22 +119,9 @@ class ChannelGalleryPanel(widgets.VBox):
         self.picker.value = value
 
     @property
-    def busy(self) -> bool:
-        """Whether a run is computing."""
-        return self._thread is not None and self._thread.is_alive()
-
-    @property
     def map(self) -> np.ndarray:
         """The activation map on show (the site's grid; the overlay upsamples it)."""
         return self.overlay.array
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the run ends; ``False`` if ``timeout`` seconds passed."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-            return not thread.is_alive()
-        return True
 
     def set_open(self, is_open: bool) -> None:
         """The section was opened (show the channel) or closed (stop showing)."""

@@ -34,6 +34,7 @@ from ..comparison import (
 )
 from ..errors import Cancelled, CritpathError, InputError
 from ..methods import LONG_METHODS
+from .background import BackgroundRun
 from .overlay import AttributionOverlay
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def caption_html(comparison: Comparison, method: str, target_name: str) -> str:
     )
 
 
-class ComparisonPanel(widgets.VBox):
+class ComparisonPanel(BackgroundRun, widgets.VBox):
     """A grid of small overlays, one per method, of the explorer's photo and target.
 
     ``context`` returns the explorer's :class:`CompareContext` (raising a CritpathError
@@ -159,11 +160,6 @@ class ComparisonPanel(widgets.VBox):
         self.add_class("critpath-compare")
 
     # ------------------------------------------------------------------ public API
-    @property
-    def busy(self) -> bool:
-        """Whether a comparison is being computed."""
-        return self._thread is not None and self._thread.is_alive()
-
     def set_open(self, is_open: bool) -> None:
         """The section was opened (compare what is on show) or closed (stop computing)."""
         self.is_open = bool(is_open)
@@ -212,14 +208,6 @@ class ComparisonPanel(widgets.VBox):
             self._run_key = None  # opening again computes anew
         if running:
             self.message.value = "<i>Cancelling...</i>"
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the comparison ends; ``False`` if ``timeout`` seconds passed."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-            return not thread.is_alive()
-        return True
 
     def save(self, path: str | Path, *, dpi: int = 120) -> Path:
         """Write the comparison on show as a static figure (format from the suffix),

@@ -26,6 +26,7 @@ import torch
 from ..errors import Cancelled, CritpathError
 from ..methods import BASELINES, method_name
 from . import evaluation_adapter as ev
+from .background import BackgroundRun
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def _figure(title: str, x_label: str, y_label: str) -> tuple[bq.Figure, bq.Lines
     return fig, lines
 
 
-class EvaluationPanel(widgets.VBox):
+class EvaluationPanel(BackgroundRun, widgets.VBox):
     """Deletion/insertion curves, sanity check and pathway analysis, run on demand.
 
     ``context`` returns the explorer's :class:`EvalContext` (raising a CritpathError if
@@ -146,11 +147,6 @@ class EvaluationPanel(widgets.VBox):
         self.add_class("critpath-evaluation")
 
     # ------------------------------------------------------------------ public API
-    @property
-    def busy(self) -> bool:
-        """Whether a run is in progress."""
-        return self._thread is not None and self._thread.is_alive()
-
     def run(self) -> None:
         """Start the evaluation of what the explorer shows (ignored while one runs)."""
         if self.busy:
@@ -175,14 +171,6 @@ class EvaluationPanel(widgets.VBox):
         if self.busy:
             self._cancel.set()
             self.message.value = "<i>Cancelling...</i>"
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the run ends; ``False`` if ``timeout`` seconds passed first."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-            return not thread.is_alive()
-        return True
 
     def close(self) -> None:
         """Cancel a run and close the panel's widgets."""
