@@ -10,31 +10,26 @@ import re
 import numpy as np
 import pytest
 import torch
-import torchvision
-from PIL import Image
 
 from critpath_widgets import PathwayExplorer
 from critpath_widgets.errors import InputError
 from critpath_widgets.widgets.channel_chart import AS_SELECTED, FORCED, REMOVED
 from critpath_widgets.widgets.explorer.worker import Request
 
+from . import small_explorer as small
+
 TIMEOUT = 120
 
 
-def _preprocess(im: Image.Image) -> torch.Tensor:
-    arr = np.array(im.convert("RGB").resize((64, 64)), dtype=np.float32)
-    return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1.0
+_preprocess = small.preprocess
 
 
-def _photo(seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), "RGB")
+_photo = small.photo
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    return torchvision.models.resnet18(num_classes=10).eval()
+    return small.resnet()
 
 
 @pytest.fixture

@@ -9,32 +9,26 @@ import sys
 
 import numpy as np
 import pytest
-import torch
-import torchvision
-from PIL import Image
 
 import critpath_widgets
 from critpath_widgets import report
 from critpath_widgets.engine import PathwayExplainer
 from critpath_widgets.models import ModelBundle
 
+from . import small_explorer as small
+
 CATEGORIES = [f"kind{i}" for i in range(10)]
 
 
-def _preprocess(im: Image.Image) -> torch.Tensor:
-    arr = np.array(im.convert("RGB").resize((64, 64)), dtype=np.float32)
-    return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1.0
+_preprocess = small.preprocess
 
 
-def _photo(seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), "RGB")
+_photo = small.photo
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    return torchvision.models.resnet18(num_classes=10).eval()
+    return small.resnet()
 
 
 @pytest.fixture

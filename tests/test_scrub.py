@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-import torchvision
 from PIL import Image
 
 from critpath_widgets import PathwayExplorer
@@ -25,23 +23,21 @@ from critpath_widgets.widgets.stack_codec import (
     quantise_level,
 )
 
+from . import small_explorer as small
+
 TIMEOUT = 120
 
 
-def _preprocess(im: Image.Image) -> torch.Tensor:
-    arr = np.array(im.convert("RGB").resize((64, 64)), dtype=np.float32)
-    return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1.0
+_preprocess = small.preprocess
 
 
 def _photo(seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (80, 96, 3), dtype=np.uint8), "RGB")
+    return small.photo(seed, (80, 96))
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    return torchvision.models.resnet18(num_classes=10).eval()
+    return small.resnet()
 
 
 @pytest.fixture
