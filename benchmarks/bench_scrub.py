@@ -3,7 +3,7 @@
 Opens the explorer on its offline default (EfficientNet-Lite0, sample photo "coffee"),
 then for ``--n`` scorings (method / target changes) times the stack the worker builds
 after showing the result (``_scrub.stats["last_s"]``: from the shown result to the whole
-stack loaded into the overlay, 21 levels), and in the same run one bare
+stack loaded into the overlay, 17 levels), and in the same run one bare
 ``at_sparsity`` + map (the unit of work per level), so the stack can be read as a
 multiple of it on any machine. Also: the bytes of one stack (uint8, K x H x W).
 

@@ -13,8 +13,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-#: the grid of sparsities precomputed for scrubbing: every 0.05 from 0 to 0.95, then 0.99
-SCRUB_LEVELS: tuple[float, ...] = (*(round(0.05 * i, 2) for i in range(20)), 0.99)
+#: the grid of sparsities precomputed for scrubbing: every 0.1 up to 0.4, where the map
+#: barely moves (on the default model a 0.05 step changes it by 3-9 % there, against 40 %
+#: to several times its size above 0.45), then every 0.05 up to 0.95, then 0.99
+SCRUB_LEVELS: tuple[float, ...] = (
+    *(round(0.1 * i, 2) for i in range(5)),
+    *(round(0.05 * i, 2) for i in range(9, 20)),
+    0.99,
+)
 
 
 def quantise_level(m: np.ndarray) -> tuple[np.ndarray, float, int]:
