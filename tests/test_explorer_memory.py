@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -116,17 +117,28 @@ def test_explanation_cache_keeps_to_its_byte_budget_and_the_latest_entry():
     assert caches.nbytes(cache.get((1, 5))) == 8 * mib
 
 
-def test_the_worker_trims_the_heap_once_a_result_is_on_show(monkeypatch):
+def test_the_worker_trims_the_heap_once_idle_not_between_requests(monkeypatch):
+    """A trim after every request would make each slider move page-fault afresh: the
+    worker trims once it has been idle for TRIM_AFTER_IDLE_S after a request."""
     calls = []
     monkeypatch.setattr(worker, "trim_heap", lambda: calls.append(1) or True)
+    monkeypatch.setattr(worker, "TRIM_AFTER_IDLE_S", 30.0)  # no trim within the test...
     w = PathwayExplorer(_model(), image=_photo(0), preprocess=_preprocess)
     try:
         assert w.wait(TIMEOUT)
-        first = len(calls)
-        assert first >= 1
         w.sparsity = 0.5
         assert w.wait(TIMEOUT)
-        assert len(calls) > first
+        time.sleep(0.3)
+        assert calls == []  # ... while requests come within the idle time
+        monkeypatch.setattr(worker, "TRIM_AFTER_IDLE_S", 0.2)
+        w.sparsity = 0.6  # the worker's next idle wait uses the short delay
+        assert w.wait(TIMEOUT)
+        deadline = time.monotonic() + 10
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(calls) == 1  # once, not again while nothing ran
+        time.sleep(0.5)
+        assert len(calls) == 1
     finally:
         w.close()
 
