@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import harness as H
 
+from critpath_widgets.widgets.stack_codec import SCRUB_LEVELS
+
 #: logs every repaint of the pathway overlay with whether it painted a stack level
 INSTALL_SCRUB_LOG_JS = """(sel) => {
     const el = document.querySelector(sel);
@@ -56,7 +58,7 @@ def stack_levels(page) -> int:
     )
 
 
-def wait_stack(page, levels: int = 21, timeout_ms: float = 180_000) -> None:
+def wait_stack(page, levels: int = len(SCRUB_LEVELS), timeout_ms: float = 180_000) -> None:
     """Wait until the browser holds the whole stack."""
     page.wait_for_function(
         """([sel, k]) => { const el = document.querySelector(sel);
