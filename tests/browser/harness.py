@@ -192,7 +192,9 @@ class JupyterServer:
         path = urllib.parse.quote(name)
         if self.app == "notebook":
             return f"{self.url}/notebooks/{path}"
-        return f"{self.url}/lab/tree/{path}"
+        # ?reset: a fresh workspace, so that documents other tests opened on this server
+        # are not restored into the page (one of them could become the current widget)
+        return f"{self.url}/lab/tree/{path}?reset"
 
     def log_tail(self, n: int = 60) -> str:
         try:
