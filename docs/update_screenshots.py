@@ -1,7 +1,7 @@
 """Copy the browser tests' screenshots into docs/ as small PNGs for the README.
 
     python -m pytest tests/browser -q        # writes test-artifacts/*.png
-    python docs/update_screenshots.py        # -> docs/*.png (at most 900 px wide, 256 colours)
+    python docs/update_screenshots.py        # -> docs/*.png (at most 720 px wide, 128 colours)
 
 Only screenshots that the browser tests made are used: the README shows what the tests
 saw in a real JupyterLab / Notebook 7 page in Chromium.
@@ -26,16 +26,16 @@ SHOTS = {
     "explorer-700px.png": "explorer_narrow.png",
     "explorer-notebook7.png": "explorer_notebook7.png",
 }
-MAX_WIDTH = 900
+MAX_WIDTH = 720
 
 
 def shrink(src: Path, dst: Path) -> int:
-    """Write ``src`` at most :data:`MAX_WIDTH` wide with a 256-colour palette; bytes."""
+    """Write ``src`` at most :data:`MAX_WIDTH` wide with a 128-colour palette; bytes."""
     with Image.open(src) as im:
         im = im.convert("RGB")
         if im.width > MAX_WIDTH:
             im = im.resize((MAX_WIDTH, round(im.height * MAX_WIDTH / im.width)), Image.LANCZOS)
-        im.quantize(256, method=Image.Quantize.MEDIANCUT).save(dst, optimize=True)
+        im.quantize(128, method=Image.Quantize.MEDIANCUT).save(dst, optimize=True)
     return dst.stat().st_size
 
 
