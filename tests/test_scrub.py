@@ -107,7 +107,8 @@ def test_nearest_level():
     assert nearest_level([0.0, 0.5], 0.25) == 0  # a tie: the lower level
     assert nearest_level(SCRUB_LEVELS, 0.99) == len(SCRUB_LEVELS) - 1
     assert SCRUB_LEVELS[:6] == (0.0, 0.1, 0.2, 0.3, 0.4, 0.45) and len(SCRUB_LEVELS) == 17
-    assert all(b - a == pytest.approx(0.05) for a, b in zip(SCRUB_LEVELS[5:-2], SCRUB_LEVELS[6:-1]))
+    steps = [b - a for a, b in zip(SCRUB_LEVELS[5:-2], SCRUB_LEVELS[6:-1], strict=True)]
+    assert steps == pytest.approx([0.05] * len(steps))
 
 
 # ------------------------------------------------------------------------------ explorer
