@@ -74,8 +74,16 @@ def check_out(out: str) -> Path:
         raise InputError(
             f"--out {out}: the file name must end in a figure format ({', '.join(sorted(kinds))})"
         )
+    check_writable(out, path)  # save_figure creates missing folders
+    return path
+
+
+def check_writable(out: str, path: Path) -> None:
+    """InputError unless ``path`` can be written: the nearest existing folder above it
+    takes a new file (missing folders are created by the writer), and an existing file
+    is writable."""
     folder = path.parent
-    while not folder.exists():  # save_figure creates missing folders
+    while not folder.exists():
         folder = folder.parent
     if not folder.is_dir():
         raise InputError(f"--out {out}: {folder} is not a folder")
@@ -84,9 +92,11 @@ def check_out(out: str) -> Path:
             raise PermissionError
         with tempfile.TemporaryFile(dir=folder):
             pass
+        if path.exists() and not os.access(path, os.W_OK):
+            raise PermissionError
     except OSError:
-        raise InputError(f"--out {out}: the folder {folder} is not writable") from None
-    return path
+        where = path if path.exists() else f"the folder {folder}"
+        raise InputError(f"--out {out}: {where} is not writable") from None
 
 
 def parse_sites(spec: str | None) -> list[Any] | None:

@@ -246,9 +246,8 @@ def test_evaluate_cuda_without_cuda_is_one_line(monkeypatch, tmp_path, no_load, 
 
 
 def test_evaluate_unwritable_out_is_one_line(monkeypatch, tmp_path, no_load, capsys):
-    from critpath_widgets.batch import command
 
-    monkeypatch.setattr(command.os, "access", lambda *a, **k: False)
+    monkeypatch.setattr(cli.os, "access", lambda *a, **k: False)
     rc = _run(["evaluate", "coffee", "-o", str(tmp_path / "r.jsonl")])
     _assert_one_line_error(capsys, rc, "not writable")
 

@@ -102,6 +102,7 @@ def _notebook(cells: list[str]):
 def test_nbconvert_html_without_widget_state_shows_the_png(tmp_path):
     nbclient = pytest.importorskip("nbclient")
     import nbconvert
+
     setup = (
         f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
         "import torch\nfrom torch import nn\nfrom critpath_widgets import PathwayExplorer\n"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,21 +186,9 @@ def check_results_out(out: str) -> Path:
         raise InputError(f"--out {out} is a folder; give a file name such as {path / 'r.jsonl'}")
     if path.exists() and not path.is_file():
         raise InputError(f"--out {out} is not a regular file")
-    folder = path.parent
-    while not folder.exists():  # the store creates missing folders
-        folder = folder.parent
-    if not folder.is_dir():
-        raise InputError(f"--out {out}: {folder} is not a folder")
-    try:  # os.access says yes to root on a read-only file system; a probe file does not
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise PermissionError
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-        if path.exists() and not os.access(path, os.W_OK):
-            raise PermissionError
-    except OSError:
-        where = path if path.exists() else folder
-        raise InputError(f"--out {out}: {where} is not writable") from None
+    from ..cli import check_writable
+
+    check_writable(out, path)  # the store creates missing folders
     return path
 
 
