@@ -83,6 +83,12 @@ class Comparison:
         """The result of ``method`` (either spelling of a pathway method)."""
         return self.results[canonical_method(method)]
 
+    def setting_text(self, method: str) -> str:
+        """What a method ran at: scope and sparsity, or "baseline, full network"."""
+        if self[method].pathway:
+            return f"{self.scope} scope, sparsity {self.sparsity:.2f}"
+        return "baseline, full network"
+
     def logit_text(self, method: str) -> str:
         """The logit line of a panel: restricted next to full, or "full network"."""
         r = self[method]
@@ -294,12 +300,7 @@ def _explanation(
 # --------------------------------------------------------------------------- figure
 def panel_title(comparison: Comparison, method: str, target_name: str) -> str:
     """A panel's title: method, scope and sparsity (or "baseline"), target, logits."""
-    r = comparison[method]
-    how = (
-        f"{comparison.scope} scope, sparsity {comparison.sparsity:.2f}"
-        if r.pathway
-        else "baseline, full network"
-    )
+    r, how = comparison[method], comparison.setting_text(method)
     return f"{r.name}: {how}\ntarget {target_name!r}\n{comparison.logit_text(method)}"
 
 

@@ -82,12 +82,7 @@ def _is_slow(method: str) -> bool:
 
 def caption_html(comparison: Comparison, method: str, target_name: str) -> str:
     """A cell's caption: method, what it ran at, target and the logit it stands for."""
-    r = comparison[method]
-    how = (
-        f"{comparison.scope} scope, sparsity {comparison.sparsity:.2f}"
-        if r.pathway
-        else "baseline, full network"
-    )
+    r, how = comparison[method], comparison.setting_text(method)
     kept = ""
     if r.pathway and comparison.full_logit > 0:
         kept = f" <b>({r.logit / comparison.full_logit:.0%} of it)</b>"

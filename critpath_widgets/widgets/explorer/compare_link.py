@@ -9,26 +9,21 @@ cached explanations so that a method on show is not scored twice.
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import ipywidgets as widgets
 
 from ...attribution import PATHWAY_METHODS
 from ...comparison import available_methods
-from ...errors import InputError
 from ..compare import CompareContext, ComparisonPanel
 from .baselines import available_baselines
+from .panel_link import shown_entry, weak_context
 
 
 def comparison_context(w: Any) -> CompareContext:
     """The panel's context from explorer ``w`` (InputError if nothing is on show)."""
+    entry = shown_entry(w)
     shown, session = w._shown, w._session
-    if shown is None or session.explainer is None:
-        raise InputError("wait for the explorer to show a result")
-    entry = w._images.get(shown["image_id"])
-    if entry is None or not entry.ready:
-        raise InputError("the picture on show is gone: pick it again")
     target, scope = int(shown["target"]), shown["scope"]
     sparsity = float(shown["sparsity"])
     with w._lock:
@@ -56,13 +51,7 @@ def comparison_context(w: Any) -> CompareContext:
 def attach_comparison(w: Any) -> tuple[ComparisonPanel, widgets.Accordion]:
     """Make the explorer's comparison panel, in a collapsed "Compare methods" section
     that computes when opened and follows the explorer while open."""
-    ref = weakref.ref(w)  # the panel must not keep the explorer alive
-
-    def context() -> CompareContext:
-        explorer = ref()
-        if explorer is None:
-            raise InputError("the explorer was closed")
-        return comparison_context(explorer)
+    context = weak_context(w, comparison_context)
 
     engine = set(w._methods)
     offered = [

@@ -8,7 +8,6 @@ the sparsity and scope on show), so the panel evaluates exactly what the user se
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +21,7 @@ from ...errors import InputError
 from ...methods import is_baseline
 from ..evaluation import EvalContext, EvaluationPanel
 from .baselines import available_baselines, compute_baseline
+from .panel_link import shown_entry, weak_context
 from .worker import trim_heap
 
 #: engine method -> its name in ``attribute``
@@ -30,12 +30,11 @@ ATTRIBUTION_NAME = {v: k for k, v in PATHWAY_METHODS.items()}
 
 def explorer_context(w: Any) -> EvalContext:
     """The panel's context from explorer ``w`` (InputError if nothing is on show)."""
+    waiting = "wait for the explorer to show a result, then press Run"
+    if w.busy:
+        raise InputError(waiting)
+    entry = shown_entry(w, waiting)
     shown, session = w._shown, w._session
-    if shown is None or w.busy:
-        raise InputError("wait for the explorer to show a result, then press Run")
-    entry = w._images.get(shown["image_id"])
-    if entry is None or not entry.ready:
-        raise InputError("the picture on show is gone: pick it again")
     x, target, method = entry.x, int(shown["target"]), shown["method"]
     e = w.explanation
     current = w._baseline_map if is_baseline(method) else session.saliency(e)
@@ -94,13 +93,7 @@ def _release() -> None:
 
 def attach_evaluation(w: Any) -> tuple[EvaluationPanel, widgets.Accordion]:
     """Make the explorer's evaluation panel, in a collapsed "Evaluation" section."""
-    ref = weakref.ref(w)  # the panel must not keep the explorer alive
-
-    def context() -> EvalContext:
-        explorer = ref()
-        if explorer is None:
-            raise InputError("the explorer was closed")
-        return explorer_context(explorer)
+    context = weak_context(w, explorer_context)
 
     pathway = [m for m in w._methods if not is_baseline(m)]
     panel = EvaluationPanel(context, pathway, available_baselines())

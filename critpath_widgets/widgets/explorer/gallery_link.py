@@ -9,7 +9,6 @@ it. :class:`GalleryMixin` gives the explorer :meth:`~GalleryMixin.set_gallery`.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 from ...errors import InputError
 from ...gallery import ChannelGallery
 from ..channel_gallery import ChannelGalleryPanel, GalleryContext
+from .panel_link import shown_entry, weak_context
 
 
 class _LockedActivations:
@@ -38,12 +38,8 @@ class _LockedActivations:
 def gallery_context(w: Any) -> GalleryContext:
     """The panel's context from explorer ``w`` (InputError with the reason if there is
     nothing to show)."""
-    shown, session = w._shown, w._session
-    if shown is None or session.explainer is None:
-        raise InputError("wait for the explorer to show a result")
-    entry = w._images.get(shown["image_id"])
-    if entry is None or not entry.ready:
-        raise InputError("the picture on show is gone: pick it again")
+    entry = shown_entry(w)
+    session = w._session
     summary, index = w.layers.summary, w.layers.selected_site
     if not summary:
         raise InputError("a baseline has no pathway sites: pick a pathway method")
@@ -84,14 +80,8 @@ def gallery_context(w: Any) -> GalleryContext:
 def attach_gallery(w: Any) -> tuple[ChannelGalleryPanel, widgets.Accordion]:
     """Make the explorer's channel gallery, in a collapsed section that computes when
     opened and follows the selected site and each result shown while open."""
-    ref = weakref.ref(w)  # the panel must not keep the explorer alive
     w._gallery_source = (None, 0)  # (pictures, generation): the sample photos at first
-
-    def context() -> GalleryContext:
-        explorer = ref()
-        if explorer is None:
-            raise InputError("the explorer was closed")
-        return gallery_context(explorer)
+    context = weak_context(w, gallery_context)
 
     panel = ChannelGalleryPanel(context)
     section = widgets.Accordion([panel], selected_index=None)
