@@ -20,6 +20,7 @@ from PIL import Image
 
 from .engine import PathwayExplainer
 from .engine.explainer import SiteActivations
+from .engine.interventions import site_index
 from .engine.layout import SiteGrid
 from .errors import InputError
 
@@ -29,17 +30,6 @@ PICTURE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
 PATCH_CELLS = 3
 #: ... and at least this share of the picture's shorter side.
 PATCH_MIN_SHARE = 0.125
-
-
-def site_index(names: Sequence[str], site: str | int) -> int:
-    """The index of ``site`` (a name, or an index, negative from the end)."""
-    if isinstance(site, int) and not isinstance(site, bool):
-        if not -len(names) <= site < len(names):
-            raise InputError(f"site index {site} out of range: there are {len(names)} sites")
-        return site % len(names)
-    if isinstance(site, str) and site in names:
-        return list(names).index(site)
-    raise InputError(f"no site {site!r}; the sites are {', '.join(names[:6])}, ...")
 
 
 def channel_maps(acts: SiteActivations, i: int, sample: int = 0) -> torch.Tensor:
@@ -62,7 +52,7 @@ def activation_map(
     """(H, W) activation of one channel of ``site`` on the input ``x`` (1, C, H, W), on
     the site's own grid (upsample it to show it over the picture)."""
     acts = explainer.activations(x)
-    i = site_index(acts.names, site)
+    i = site_index(site, acts.names)
     maps = channel_maps(acts, i)
     if not 0 <= channel < maps.shape[0]:
         raise InputError(f"channel {channel} out of range: site has {maps.shape[0]} channels")
@@ -104,7 +94,7 @@ class ChannelGallery:
         self.explainer = explainer
         self.preprocess = preprocess
         self.crop = crop
-        self._pictures = _gallery_pictures(images)
+        self._pictures = gallery_pictures(images)
         #: per site, (pictures, C) largest activation and (pictures, C) flat cell index
         self._best: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._grids: list[SiteGrid] = []
@@ -127,7 +117,7 @@ class ChannelGallery:
         with the patch around its strongest position, strongest first."""
         self._compute()
         assert self._best is not None
-        i = site_index(self._names, site)
+        i = site_index(site, self._names)
         best, where = self._best[i]
         if not 0 <= channel < best.shape[1]:
             raise InputError(f"channel {channel} out of range: site has {best.shape[1]} channels")
@@ -188,7 +178,7 @@ def patch_box(
     return left, top, left + int(round(side)), top + int(round(side))
 
 
-def _gallery_pictures(images: Sequence[Any] | str | Path | None) -> list[tuple[str, Image.Image]]:
+def gallery_pictures(images: Sequence[Any] | str | Path | None) -> list[tuple[str, Image.Image]]:
     """(name, RGB picture) pairs from None (the sample photos), a folder, or a list of
     PIL images / paths."""
     from .models import sample_image, sample_images

@@ -127,7 +127,7 @@ def parse_interventions(
                 f"[(neuron index), ...]}}, got {type(spec).__name__}"
             )
         for site, units in spec.items():
-            i = _site_index(site, names)
+            i = site_index(site, names)
             items.append(_override(action, i, names[i], units, layout))
     iv = Interventions(network, tuple(items))
     _check_disjoint(iv, layout)
@@ -162,7 +162,7 @@ def unit_mask(o: Override, layout: SiteLayout, n: int, device: torch.device) -> 
     return mask
 
 
-def _site_index(site: object, names: Sequence[str]) -> int:
+def site_index(site: object, names: Sequence[str]) -> int:
     """The index of ``site`` (a name or an index, negative from the end)."""
     if isinstance(site, bool) or not isinstance(site, (str, int)):
         raise InputError(f"a site is given by name or index, got {site!r}")
@@ -251,5 +251,6 @@ __all__ = [
     "apply_interventions",
     "check_network",
     "parse_interventions",
+    "site_index",
     "unit_mask",
 ]

@@ -102,9 +102,9 @@ class GalleryMixin:
     def set_gallery(self, images: Sequence[Any] | str | Path | None = None) -> None:
         """Take the gallery's pictures: a folder, a list of PIL images or paths, or
         None for the sample photos (checked now; InputError if unusable)."""
-        from ...gallery import _gallery_pictures
+        from ...gallery import gallery_pictures
 
-        _gallery_pictures(images)  # raises InputError for a missing folder, bad items
+        gallery_pictures(images)  # raises InputError for a missing folder, bad items
         if isinstance(images, (str, Path)):
             images = str(images)
         elif images is not None:
