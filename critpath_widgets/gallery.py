@@ -180,7 +180,7 @@ def patch_box(
 
 def gallery_pictures(images: Sequence[Any] | str | Path | None) -> list[tuple[str, Image.Image]]:
     """(name, RGB picture) pairs from None (the sample photos), a folder, or a list of
-    PIL images / paths."""
+    PIL images / paths / (name, PIL image) pairs (what this returns: decoded once)."""
     from .models import sample_image, sample_images
 
     if images is None:
@@ -189,11 +189,7 @@ def gallery_pictures(images: Sequence[Any] | str | Path | None) -> list[tuple[st
         folder = Path(images)
         if not folder.is_dir():
             raise InputError(f"gallery folder {str(folder)!r} does not exist")
-        files = sorted(
-            p
-            for p in folder.iterdir()
-            if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
-        )
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in PICTURE_SUFFIXES)
         if not files:
             raise InputError(f"gallery folder {str(folder)!r} holds no .png/.jpg pictures")
         images = files
@@ -201,6 +197,8 @@ def gallery_pictures(images: Sequence[Any] | str | Path | None) -> list[tuple[st
     for j, item in enumerate(images):
         if isinstance(item, Image.Image):
             out.append((f"picture {j}", item.convert("RGB")))
+        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Image.Image):
+            out.append((str(item[0]), item[1].convert("RGB")))
         elif isinstance(item, (str, Path)) and Path(item).is_file():
             with Image.open(item) as im:
                 out.append((Path(item).name, im.convert("RGB")))

@@ -104,12 +104,9 @@ class GalleryMixin:
         None for the sample photos (checked now; InputError if unusable)."""
         from ...gallery import gallery_pictures
 
-        gallery_pictures(images)  # raises InputError for a missing folder, bad items
-        if isinstance(images, (str, Path)):
-            images = str(images)
-        elif images is not None:
-            images = list(images)
-        self._gallery_source = (images, self._gallery_source[1] + 1)
+        # decoded now, once: InputError for a missing folder or a bad item
+        pictures = None if images is None else gallery_pictures(images)
+        self._gallery_source = (pictures, self._gallery_source[1] + 1)
         self.gallery.update()
 
 
