@@ -202,7 +202,9 @@ class PathwayExplainer:
         with self._session(x) as st:
             logits, acts = passes.recorded_forward(st, x)
             layout = SiteLayout.from_tensors(acts, [feature_axis_last(a) for a in acts])
-            outs = [a.detach().clone() for a in acts]
+            # recorded_forward's outputs are unwritten after the pass (it checks their
+            # versions, or records copies): detaching is enough
+            outs = [a.detach() for a in acts]
             names = list(st.hooks.names)
         size = (int(x.shape[-2]), int(x.shape[-1])) if x.dim() == 4 else None
         return SiteActivations(logits.detach(), names, layout, outs, size)
