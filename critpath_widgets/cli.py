@@ -155,17 +155,13 @@ def resolve_target(target: int | str | None, categories: list[str]) -> int | Non
         if target >= n:
             raise InputError(f"--target {target} is not a class index of the model (0..{n - 1})")
         return target
-    key = target.lower()
-    exact = [i for i, c in enumerate(categories) if c.lower() == key]
-    found = exact or [i for i, c in enumerate(categories) if key in c.lower()]
+    from .classes import match_class
+
+    found, close = match_class(target, categories)
     if len(found) == 1:
         return found[0]
     if not found:
-        import difflib
-
-        lower = {c.lower(): i for i, c in enumerate(categories)}
-        close = difflib.get_close_matches(key, list(lower), n=5, cutoff=0.6)
-        hint = ", ".join(f"{lower[c]} {categories[lower[c]]!r}" for c in close)
+        hint = ", ".join(f"{i} {categories[i]!r}" for i in close)
         raise InputError(
             f"--target {target!r} is not a class name of the model"
             + (f"; close: {hint}" if hint else "")

@@ -10,7 +10,6 @@ that only one class contains.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import traitlets
 
+from ...classes import match_class
 from ...errors import InputError
 
 #: A label's decorations, stripped before a name is looked up: " (12.3%)" and " #517".
@@ -80,23 +80,18 @@ def resolve_class(text: str, names: Sequence[str]) -> int:
         if names and i >= len(names):
             raise InputError(f"target must be a class index in [0, {len(names) - 1}], got {i}")
         return i
-    lowered = [n.lower() for n in names]
-    exact = [i for i, n in enumerate(lowered) if n == query]
-    if exact:
-        return exact[0]
     m = re.fullmatch(r"class\s+(\d+)", query)
     if m and not names:
         return int(m.group(1))  # a model without names whose class count is not known yet
-    parts = [i for i, n in enumerate(lowered) if query in n]
-    if len(parts) == 1:
-        return parts[0]
-    if parts:
-        listed = ", ".join(names[i] for i in parts[:8]) + (", ..." if len(parts) > 8 else "")
+    found, close = match_class(query, names)
+    if len(found) == 1 or (found and names[found[0]].lower() == query):
+        return found[0]  # one match, or the first of exact duplicates
+    if found:
+        listed = ", ".join(names[i] for i in found[:8]) + (", ..." if len(found) > 8 else "")
         raise InputError(
-            f"{raw!r} is part of {len(parts)} class names ({listed}); type more of the name"
+            f"{raw!r} is part of {len(found)} class names ({listed}); type more of the name"
         )
-    close = difflib.get_close_matches(query, lowered, n=5, cutoff=0.6)
-    hint = f"; close matches: {', '.join(names[lowered.index(c)] for c in close)}" if close else ""
+    hint = f"; close matches: {', '.join(names[i] for i in close)}" if close else ""
     raise InputError(f"no class is named {raw!r}{hint}")
 
 
