@@ -252,13 +252,7 @@ def draw_map(
         h_img, w_img = shape if shape is not None else (h, w)
     if h * w == 0:
         return
-    table = lut(style.colormap)
-    shown = display_map(values, style.sign, style.smooth)
-    vmax = normalised_vmax(shown, style.sign, style.clip_percentile)
-    over = photo is not None
-    rgba = colorize(
-        shown, table, style.sign, style.opacity, vmax=vmax, fade=over, gamma=style.gamma
-    )
+    rgba, vmax, table = _paint(values, style, fade=photo is not None)
     # the map is stretched over the photo (the browser scales it the same way)
     extent = (-0.5, w_img - 0.5, h_img - 0.5, -0.5)
     ax.imshow(rgba, extent=extent, interpolation="nearest")
@@ -279,16 +273,22 @@ def painted_heat(values: Any, style: MapStyle = MapStyle()) -> np.ndarray:
     """The heat layer's opacity per map pixel, in [0, 1], as :func:`draw_map` and the
     browser paint it over the photo: what a reader sees of the map (readability checks
     measure it)."""
-    shown = display_map(_as_map(values), style.sign, style.smooth)
-    vmax = normalised_vmax(shown, style.sign, style.clip_percentile)
-    rgba = colorize(
-        shown, lut(style.colormap), style.sign, style.opacity, vmax=vmax, gamma=style.gamma
-    )
+    rgba, _, _ = _paint(_as_map(values), style)
     return rgba[..., 3].astype(np.float64) / 255.0
 
 
-#: Former private name of :func:`draw_map` (callers outside this module still use it).
-_draw_map = draw_map
+def _paint(
+    values: np.ndarray, style: MapStyle, fade: bool = True
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """(RGBA of the map, vmax, colour table) as the browser colours it: the display map
+    (the shown part, blurred), clipped at the style's percentile."""
+    table = lut(style.colormap)
+    shown = display_map(values, style.sign, style.smooth)
+    vmax = normalised_vmax(shown, style.sign, style.clip_percentile)
+    rgba = colorize(
+        shown, table, style.sign, style.opacity, vmax=vmax, fade=fade, gamma=style.gamma
+    )
+    return rgba, vmax, table
 
 
 def layer_bars(summary: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -337,7 +337,3 @@ __all__ = [
     "save_figure",
     "target_name",
 ]
-
-
-#: the public name of the map renderer (see the readable-maps branch)
-draw_map = _draw_map

@@ -174,7 +174,7 @@ class BaselineMixin:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        from ...report import MapStyle, _draw_map, gradient_title, save_figure
+        from ...report import MapStyle, draw_map, gradient_title, save_figure
 
         shown = self._shown
         if shown is None or getattr(self, "_baseline_map", None) is None:
@@ -191,10 +191,8 @@ class BaselineMixin:
         axes[0].set_axis_off()
         title = f"{method_name(shown['method'])} of {name!r}\n(baseline, full network)"
         ov, gov = self.pathway_overlay, self.gradient_overlay
-        _draw_map(fig, axes[1], photo, np.asarray(ov.array), title, MapStyle.of(ov))
-        _draw_map(
-            fig, axes[2], photo, np.asarray(gov.array), gradient_title(name), MapStyle.of(gov)
-        )
+        draw_map(fig, axes[1], photo, np.asarray(ov.array), title, MapStyle.of(ov))
+        draw_map(fig, axes[2], photo, np.asarray(gov.array), gradient_title(name), MapStyle.of(gov))
         return save_figure(fig, path, dpi=dpi)
 
 
