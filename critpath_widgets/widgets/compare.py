@@ -238,7 +238,6 @@ class ComparisonPanel(BackgroundRun, widgets.VBox):
             if m not in self.overlays:
                 ov = AttributionOverlay(label=display_name(m), display_width=CELL_WIDTH)
                 ov.add_class("critpath-compare-overlay")
-                _apply_style(ov)
                 self.overlays[m] = ov
                 self.captions[m] = widgets.HTML(layout=widgets.Layout(width=f"{CELL_WIDTH}px"))
             self.overlays[m].set_data(image=ctx.display, values=blank)
@@ -327,20 +326,6 @@ class ComparisonPanel(BackgroundRun, widgets.VBox):
         """Show an error in the panel's message (the panel keeps working)."""
         self.last_error = err
         self.message.value = f"<b>Error:</b> {html.escape(str(err))}"
-
-
-def _apply_style(overlay: AttributionOverlay) -> None:
-    """Paint like the static figures: the report's default :class:`MapStyle`."""
-    from ..report import MapStyle
-
-    style = MapStyle()
-    for name in ("colormap", "opacity", "sign", "clip_percentile"):
-        value = getattr(style, name, None)
-        if value is not None and overlay.has_trait(name):
-            try:
-                setattr(overlay, name, value)
-            except CritpathError:  # a style the overlay cannot paint: keep its own
-                log.debug("overlay cannot take %s=%r", name, value)
 
 
 __all__ = ["CELL_WIDTH", "CompareContext", "ComparisonPanel", "caption_html"]

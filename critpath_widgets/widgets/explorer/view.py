@@ -16,7 +16,6 @@ import html
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Any
 
 import ipywidgets as widgets
@@ -24,15 +23,12 @@ import numpy as np
 from PIL import Image
 
 from ...methods import method_label
-from ...report import MapStyle
 from ..layers import LayerContributions
 from ..overlay import AttributionOverlay
 from .targets import class_labels
 
 #: The sparsity slider's upper end (removing every neuron leaves no pathway).
 SPARSITY_MAX = 0.99
-#: The overlays' colour settings: the readable default of the static figures.
-_READABLE = asdict(MapStyle())
 #: Progress bar updates are at least this many seconds apart (the last one always shows).
 PROGRESS_INTERVAL_S = 0.1
 
@@ -267,13 +263,14 @@ class ExplorerView(widgets.VBox):
             "max_width": "100%",
             "margin": "0 16px 0 0",
         }
-        # both maps in the readable style the CLI figure and save() use (MapStyle())
+        # the overlays' defaults are the readable style of the CLI figure and save()
+        # (MapStyle(); tests/test_report.py checks they agree)
         self.pathway_overlay = AttributionOverlay(
-            label="pathway gradient", layout=widgets.Layout(**overlay_layout), **_READABLE
+            label="pathway gradient", layout=widgets.Layout(**overlay_layout)
         )
         self.pathway_overlay.add_class("critpath-pathway-overlay")
         self.gradient_overlay = AttributionOverlay(
-            label="plain gradient", layout=widgets.Layout(**overlay_layout), **_READABLE
+            label="plain gradient", layout=widgets.Layout(**overlay_layout)
         )
         self.gradient_overlay.add_class("critpath-gradient-overlay")
         self.layers = LayerContributions()
