@@ -107,9 +107,10 @@ def test_argument_mistakes_are_one_line_before_the_model_loads(
     _assert_one_line_error(capsys, _run(argv), part)
 
 
-def test_unwritable_out_folder(monkeypatch, tmp_path, no_load, capsys):
+@pytest.mark.parametrize(("command", "out"), [("explain", "x.png"), ("evaluate", "r.jsonl")])
+def test_unwritable_out_folder(command, out, monkeypatch, tmp_path, no_load, capsys):
     monkeypatch.setattr(cli.os, "access", lambda *a, **k: False)
-    rc = _run(["explain", "coffee", "-o", str(tmp_path / "x.png")])
+    rc = _run([command, "coffee", "-o", str(tmp_path / out)])
     _assert_one_line_error(capsys, rc, "not writable")
 
 
@@ -243,13 +244,6 @@ def test_evaluate_cuda_without_cuda_is_one_line(monkeypatch, tmp_path, no_load, 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     rc = _run(["evaluate", "coffee", "--device", "cuda", "-o", str(tmp_path / "r.jsonl")])
     _assert_one_line_error(capsys, rc, "no CUDA device", "--device cpu")
-
-
-def test_evaluate_unwritable_out_is_one_line(monkeypatch, tmp_path, no_load, capsys):
-
-    monkeypatch.setattr(cli.os, "access", lambda *a, **k: False)
-    rc = _run(["evaluate", "coffee", "-o", str(tmp_path / "r.jsonl")])
-    _assert_one_line_error(capsys, rc, "not writable")
 
 
 @pytest.mark.parametrize(
