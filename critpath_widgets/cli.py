@@ -431,12 +431,44 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_labs(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "labs",
+        help="write the lab notebooks (student versions; --instructor: with solutions)",
+        description="Write the four lab notebooks into DIR: the student versions (exercises "
+        "to answer, checked live by critpath_widgets.labs) or, with --instructor, the "
+        "versions with the solutions. Both come from the same source notebooks.",
+    )
+    p.add_argument("dir", metavar="DIR", help="folder to write into (created if missing)")
+    p.add_argument("--instructor", action="store_true", help="include the solutions")
+    p.add_argument("--force", action="store_true", help="overwrite notebooks already there")
+
+
+def _labs(a: argparse.Namespace) -> int:
+    from .labs import NOTEBOOKS, write_labs
+
+    dest = Path(a.dir)
+    if dest.exists() and not dest.is_dir():
+        raise InputError(f"{dest} exists and is not a folder")
+    there = [n for n in NOTEBOOKS if (dest / n).exists()]
+    if there and not a.force:
+        raise InputError(f"{dest} already holds {', '.join(there)}; use --force to overwrite")
+    try:
+        written = write_labs(dest, instructor=a.instructor)
+    except OSError as err:
+        raise InputError(f"cannot write the labs into {dest}: {err.strerror or err}") from None
+    for path in written:
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``critpath`` parser with its subcommands."""
     p = _Parser(prog="critpath", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     _add_explain(sub)
     sub.add_parser("samples", help="list the sample photos")
+    _add_labs(sub)
     from .batch.command import add_parsers
 
     add_parsers(sub)
@@ -452,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print("\n".join(sample_images()))
             return 0
+        if a.cmd == "labs":
+            return _labs(a)
         if a.cmd in ("evaluate", "summarize"):
             from .batch import command
 
