@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import functools
 import importlib
 import inspect
 import re
@@ -157,6 +158,7 @@ def constant_doc(module_name: str, name: str, _seen: frozenset[str] = frozenset(
     return docs.get(name, "")
 
 
+@functools.cache
 def _class_attribute_docs(cls: type) -> dict[str, str]:
     try:
         return _attribute_docs(inspect.getsource(cls))
@@ -356,14 +358,8 @@ def class_members(cls: type) -> list[Member]:
     for name in fields:  # dataclass fields without a class-level default
         if name not in members and not name.startswith("_"):
             f = fields[name]
-            doc = next(
-                (
-                    _class_attribute_docs(k).get(name, "")
-                    for k in cls.__mro__
-                    if _own_package(k) and _class_attribute_docs(k).get(name)
-                ),
-                "",
-            )
+            docs = (_class_attribute_docs(k).get(name, "") for k in cls.__mro__ if _own_package(k))
+            doc = next((d for d in docs if d), "")
             members[name] = Member(name, "field", f"{name}: {_annotation(f.type)}", doc)
     return [members[name] for name in sorted(members)]
 
