@@ -133,17 +133,13 @@ def _module_source(module: Any) -> str:
         return ""
 
 
-def constant_doc(module_name: str, name: str, _seen: frozenset[str] = frozenset()) -> str:
-    """The doc of module-level ``name`` in ``module_name``, following ``from . import``."""
-    if module_name in _seen:
-        return ""
+def constant_home(module_name: str, name: str, _seen: frozenset[str] = frozenset()) -> str:
+    """The module that assigns module-level ``name`` seen in ``module_name``, following
+    ``from ... import name`` within the package (``module_name`` itself when not found)."""
     module = importlib.import_module(module_name)
     source = _module_source(module)
-    if not source:
-        return ""
-    docs = _attribute_docs(source)
-    if docs.get(name):
-        return docs[name]
+    if not source or module_name in _seen or name in _attribute_docs(source):
+        return module_name
     for node in ast.parse(source).body:
         if isinstance(node, ast.ImportFrom) and any(a.name == name for a in node.names):
             if node.level:
@@ -154,8 +150,14 @@ def constant_doc(module_name: str, name: str, _seen: frozenset[str] = frozenset(
             else:
                 target = node.module or ""
             if target.startswith(PACKAGE):
-                return constant_doc(target, name, _seen | {module_name})
-    return docs.get(name, "")
+                return constant_home(target, name, _seen | {module_name})
+    return module_name
+
+
+def constant_doc(module_name: str, name: str) -> str:
+    """The doc of module-level ``name`` (a string under it, or ``#:`` comments above)."""
+    home = constant_home(module_name, name)
+    return _attribute_docs(_module_source(importlib.import_module(home))).get(name, "")
 
 
 @functools.cache
@@ -379,7 +381,7 @@ def _short_value(value: Any) -> str:
     if len(text) <= _WIDTH:
         return text
     if isinstance(value, dict):
-        return f"{{{', '.join(_repr(k) for k in value)}}}  # keys"
+        return "{" + ", ".join(f"{_repr(k)}: ..." for k in value) + "}"
     return text[: _WIDTH - 4] + " ..."
 
 
@@ -396,7 +398,8 @@ def describe(module_name: str, name: str) -> Entry:
     if callable(obj) and not isinstance(obj, (dict, list, tuple)):
         doc = inspect.cleandoc(obj.__doc__) if getattr(obj, "__doc__", None) else ""
         return Entry(module_name, name, "function", format_signature(name, obj), doc)
-    ann = getattr(module, "__annotations__", {}).get(name)
+    home = importlib.import_module(constant_home(module_name, name))
+    ann = getattr(home, "__annotations__", {}).get(name)
     type_name = _annotation(ann) if ann is not None else type(obj).__name__
     sig = f"{name}: {type_name} = {_short_value(obj)}"
     return Entry(module_name, name, "data", sig, constant_doc(module_name, name))
