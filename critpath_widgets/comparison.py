@@ -69,14 +69,19 @@ class MethodResult:
 class Comparison:
     """The methods' results for one input, target, sparsity and scope."""
 
+    #: the explained class index
     target: int
+    #: share of units the pathway methods removed
     sparsity: float
+    #: the pathway methods' scope, "global" or "layer"
     scope: str
-    #: the full network's target logit and probability
+    #: the full network's target logit
     full_logit: float
+    #: the full network's softmax probability of the target
     full_probability: float
     #: method -> result, in the order asked for
     results: dict[str, MethodResult]
+    #: how each map's channels were reduced to (H, W) ("max_abs", "abs_sum", "x_input")
     reduce: str = "max_abs"
 
     def __getitem__(self, method: str) -> MethodResult:

@@ -29,11 +29,17 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class ModelBundle:
     """A model in eval mode with what it takes to feed it and read its answer."""
 
+    #: the classifier, in eval mode
     model: nn.Module
+    #: PIL image -> the normalised (3, size, size) input tensor the model expects
     preprocess: Callable[[Image.Image], torch.Tensor]
+    #: class names, by logit index
     categories: list[str]
+    #: the name :func:`load_model` knows it by ("efficientnet_lite0", a torchvision name)
     name: str
+    #: PIL image -> the resized, centre-cropped RGB picture the model sees
     crop: Callable[[Image.Image], Image.Image]
+    #: side of the square input, in pixels
     input_size: int = 224
 
     def predict(self, image: Image.Image, top: int = 5) -> list[tuple[str, float]]:

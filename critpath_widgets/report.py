@@ -48,9 +48,13 @@ class MapStyle:
     unmuted photo). Smoothing and muting change the picture only, never the numbers.
     """
 
+    #: matplotlib colormap name
     colormap: str = "inferno"
+    #: opacity of the map over the photo, in [0, 1]
     opacity: float = 0.9
+    #: which part of the map is shown: "signed", "positive", "negative" or "absolute"
     sign: str = "absolute"
+    #: percentile of the shown nonzero magnitudes mapped to the end of the colour scale
     clip_percentile: float = 99.0
     #: sigma of the display-only Gaussian blur, as a share of the map's longer side
     smooth: float = 0.005

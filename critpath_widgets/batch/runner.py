@@ -40,9 +40,13 @@ class ImageEvaluator(Protocol):
     """What a batch run computes: ``prepare`` once per image (raising InputError for an
     image that cannot be read), then ``evaluate`` per method, returning flat JSON fields."""
 
-    def prepare(self, key: str) -> Any: ...
+    def prepare(self, key: str) -> Any:
+        """Load and preprocess the image ``key`` once, for every method's ``evaluate``."""
+        ...
 
-    def evaluate(self, prepared: Any, method: str) -> dict[str, Any]: ...
+    def evaluate(self, prepared: Any, method: str) -> dict[str, Any]:
+        """The record of ``method`` on the prepared image, as flat JSON fields."""
+        ...
 
 
 @dataclass

@@ -100,6 +100,7 @@ class PathwayExplainer:
     move the map.
     """
 
+    #: the selection methods :meth:`explain` accepts ("neuron_mct", "neuron_intgrad", ...)
     methods: tuple[str, ...] = METHODS
 
     def __init__(

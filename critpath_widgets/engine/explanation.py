@@ -72,12 +72,16 @@ class Pathway:
     #: the selection as 0/1 values of the activations' dtype, (N, total neurons) in the
     #: flat site layout (what the masked pass multiplies by)
     weights: torch.Tensor = field(repr=False)
+    #: the recorded sites' names, in call order (a site's index is its position here)
     site_names: list[str]
     #: the share of units removed that was asked for: of neurons with granularity
     #: "neuron", of channels with "channel" (:attr:`neuron_sparsity` then differs)
     sparsity: float
+    #: "global" (one threshold over all sites) or "layer" (the same share per site)
     scope: str
+    #: "neuron" (units are single neurons) or "channel" (whole channels kept or removed)
     granularity: str
+    #: where each site's neurons lie in the flat (N, total neurons) layout
     layout: SiteLayout = field(repr=False)
     _flat: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
@@ -122,15 +126,27 @@ class Pathway:
 class Explanation:
     """Result of :meth:`PathwayExplainer.explain`: pathway, scores and pathway gradient."""
 
+    #: the pathway gradient: the target logit's gradient through the kept neurons only,
+    #: with respect to the input, shaped like :attr:`inputs` (N, C, H, W)
     saliency: torch.Tensor
+    #: the selection method's neuron scores, one tensor per site shaped like its output
     scores: list[torch.Tensor]
+    #: the critical pathway kept at :attr:`sparsity`
     pathway: Pathway
+    #: the explained class per sample, LongTensor (N,)
     target: torch.Tensor
+    #: the full network's logits (N, classes)
     logits: torch.Tensor
+    #: the logits of the network restricted to the pathway (N, classes)
     pathway_logits: torch.Tensor
+    #: the selection method's name ("neuron_mct", "neuron_intgrad", ...)
     method: str
+    #: the explained input batch, as the model saw it (N, C, H, W)
     inputs: torch.Tensor = field(repr=False)
+    #: NeuronMCT contributions ``|a * dy/da|`` of every neuron, one tensor per site
+    #: shaped like its output (what the layer summary and site maps add up)
     contributions: list[torch.Tensor] = field(repr=False)
+    #: the explainer that made this explanation (``at_sparsity`` and reruns go through it)
     explainer: PathwayExplainer = field(repr=False)
     _flat_contrib: torch.Tensor = field(repr=False)
     _layout: SiteLayout = field(repr=False)

@@ -68,7 +68,9 @@ class Override:
 class Interventions:
     """What was overridden, and in which network (``"pathway"`` or ``"full"``)."""
 
+    #: "pathway" (overrides of the critical pathway) or "full" (an ablation of the model)
     network: str
+    #: the overrides, one per site and action
     items: tuple[Override, ...] = ()
 
     def __bool__(self) -> bool:

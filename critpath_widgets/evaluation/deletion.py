@@ -22,6 +22,8 @@ from ..engine.validate import check_input, resolve_target
 from ..errors import InputError, ModelError, OptionError
 from ._common import Result, axes, check_int, check_map, reduce_map, resolve_method
 
+#: the baseline images pixels are replaced by: the image blurred, its per-channel mean, zeros
+#: (a tensor that broadcasts to the input is accepted too)
 BASELINES = ("blur", "mean", "zero")
 #: the blur baseline's Gaussian: sigma in pixels; the kernel covers +- 3 sigma
 BLUR_SIGMA = 5.0
@@ -41,10 +43,13 @@ class CurveResult(Result):
     logits: np.ndarray
     #: area under each image's curve (trapezoid over the fractions), (N,)
     auc: np.ndarray
+    #: the class whose probability is followed, per image, (N,)
     target: np.ndarray
+    #: the baseline's name (one of :data:`BASELINES`), or "tensor" for a given tensor
     baseline: str
     #: "saliency" or "random" (the chance level)
     order: str
+    #: the mean of :attr:`auc` over the images
     mean_auc: float = field(init=False)
 
     def __post_init__(self) -> None:

@@ -47,18 +47,23 @@ def site_outputs(e: Explanation, sample: int | None = None) -> list[torch.Tensor
 class DeadShare(Result):
     """Share of a pathway's neurons that were dead (output <= 0) on the input."""
 
+    #: the explanation's selection method
     method: str
+    #: the pathway's sparsity
     sparsity: float
+    #: the sites, in call order (the order of the per-site arrays)
     site_names: list[str]
     #: |pathway ∩ dead| / |pathway| over all sites
     overall: float
     #: the same per site, (sites,) (NaN where a site keeps no neuron)
     per_site: np.ndarray
-    #: kept neurons per site, and how many of them are dead
+    #: kept neurons per site, (sites,)
     kept: np.ndarray
+    #: how many of the kept neurons are dead, per site, (sites,)
     kept_dead: np.ndarray
-    #: share of all neurons that are dead, overall and per site (what chance would keep)
+    #: share of all neurons that are dead (what a random pathway would keep, on average)
     network_overall: float
+    #: the same per site, (sites,)
     network_per_site: np.ndarray
 
     def plot(self, ax: Any = None) -> Any:
@@ -109,13 +114,17 @@ def dead_share(e: Explanation, sample: int = 0) -> DeadShare:
 class Jaccard(Result):
     """Overlap |A ∩ B| / |A ∪ B| of two pathways' kept neurons."""
 
+    #: the two explanations' selection methods
     methods: tuple[str, str]
+    #: the sites, in call order (the order of the per-site arrays)
     site_names: list[str]
+    #: |A ∩ B| / |A ∪ B| over all sites (NaN when neither keeps a neuron)
     overall: float
     #: per site, (sites,) (NaN where neither keeps a neuron)
     per_site: np.ndarray
-    #: per site |A ∩ B| and |A ∪ B|
+    #: per site |A ∩ B|, (sites,)
     intersection: np.ndarray
+    #: per site |A ∪ B|, (sites,)
     union: np.ndarray
 
     def plot(self, ax: Any = None) -> Any:
@@ -159,14 +168,19 @@ def jaccard(e1: Explanation, e2: Explanation, sample: int = 0) -> Jaccard:
 class Retained(Result):
     """What the network restricted to a pathway keeps of the target's output."""
 
+    #: the selection method
     method: str
+    #: the sparsities asked for, (S,)
     sparsities: np.ndarray
+    #: the explained class per sample, (N,)
     target: np.ndarray
-    #: the full network's target logit and probability, (N,)
+    #: the full network's target logit, (N,)
     logit: np.ndarray
+    #: the full network's target probability, (N,)
     probability: np.ndarray
-    #: the pathway's, (N, S)
+    #: the pathway's target logit at each sparsity, (N, S)
     pathway_logit: np.ndarray
+    #: the pathway's target probability at each sparsity, (N, S)
     pathway_probability: np.ndarray
     #: the paper's output change |p' - p| / p, (N, S)
     change: np.ndarray

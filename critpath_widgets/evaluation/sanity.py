@@ -37,12 +37,15 @@ class SanityResult(Result):
 
     #: "(none)" for step 0, then the module randomised at each step (from the logits down)
     steps: list[str]
+    #: the attribution methods compared
     methods: list[str]
+    #: the similarity metrics (names in :data:`~critpath_widgets.evaluation.METRICS`)
     metrics: list[str]
     #: method -> metric -> (steps,) mean over the images (1.0 at step 0)
     similarity: dict[str, dict[str, np.ndarray]]
     #: method -> metric -> (steps, N)
     per_image: dict[str, dict[str, np.ndarray]]
+    #: the explained class per image, (N,)
     target: np.ndarray
     #: method -> (steps, N, H, W) 2-D maps, with ``keep_maps=True``
     maps: dict[str, np.ndarray] | None = None

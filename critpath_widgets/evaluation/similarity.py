@@ -58,6 +58,8 @@ def _hog(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(fa, fb)[0, 1])
 
 
+#: similarity metric name -> f(map a, map b) -> float for two (H, W) maps: Spearman rank
+#: correlation of the signed or absolute maps, SSIM, Pearson correlation of HOG features
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "spearman": _spearman,
     "spearman_abs": _spearman_abs,

@@ -24,7 +24,9 @@ Context = Any
 class Mistake:
     """A value a common wrong approach computes, and the hint that answer deserves."""
 
+    #: ``f(ctx)`` -> the value the wrong approach gives, computed live like the expected one
     value: Callable[[Context], Any]
+    #: what to say to an answer equal to that value
     hint: str
 
 
@@ -37,15 +39,25 @@ class Exercise:
     ``choices``, case-insensitive), ``"bool"``.
     """
 
+    #: the name ``check`` takes ("q1", ...)
     id: str
+    #: the question, repeated in the message of an unanswered or unreadable answer
     question: str
+    #: ``f(ctx)`` -> the right answer, computed from the lab's context on every check
     expected: Callable[[Context], Any]
+    #: the comparison: "number", "int", "set", "choice" or "bool"
     kind: str = "number"
+    #: the hint for a wrong answer that matches no :class:`Mistake`
     hint: str = ""
+    #: common wrong answers, each with its own hint (tried in order)
     mistakes: Sequence[Mistake] = ()
+    #: relative tolerance of a "number" comparison
     rtol: float = 1e-2
+    #: absolute tolerance of a "number" comparison
     atol: float = 1e-6
+    #: the accepted answers of a "choice" exercise (compared case-insensitively)
     choices: Sequence[str] = ()
+    #: the unit of the answer, for the reader (the comparison does not use it)
     unit: str = ""
 
     def __post_init__(self) -> None:
@@ -57,10 +69,15 @@ class Exercise:
 class CheckResult:
     """The outcome of one check; true when the answer is right. Shown as one message."""
 
+    #: the exercise's id
     id: str
+    #: whether the answer is right
     correct: bool
+    #: the one line shown: ✓ correct, ✗ with a hint, or "not answered yet"
     message: str
+    #: False while the answer is still ``...`` (or None)
     answered: bool = True
+    #: the live expected value (None when unanswered), for tests and instructors
     expected: Any = field(default=None, repr=False)
 
     def __bool__(self) -> bool:

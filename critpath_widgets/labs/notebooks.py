@@ -19,6 +19,7 @@ from ..errors import InputError
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 SOLUTION_TAG, INSTRUCTOR_TAG = "solution", "instructor"
+#: the source notebooks (in :func:`notebook_dir`) that ``write_labs`` converts, in order
 NOTEBOOKS = (
     "01_quickstart.ipynb",
     "02_critical_pathways_lab.ipynb",

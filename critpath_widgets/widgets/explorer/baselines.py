@@ -75,6 +75,7 @@ class ProgressNet(nn.Module):
         self._done = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Report one more pass to ``progress`` (which may raise Cancelled), then run ``net``."""
         self._progress(min(self._done, self._total - 1), self._total)
         self._done += 1
         return self.net(x)

@@ -82,6 +82,7 @@ class ImageStore:
         return entry
 
     def get(self, image_id: int) -> ImageEntry | None:
+        """The picture registered as ``image_id``, or None (unknown or forgotten)."""
         return self.entries.get(image_id)
 
     def fail(self, entry: ImageEntry) -> ImageEntry | None:

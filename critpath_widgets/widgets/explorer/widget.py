@@ -67,7 +67,7 @@ class PathwayExplorer(GalleryMixin, InterventionsMixin, ControlsMixin, BaselineM
         Steps of NeuronIntGrad.
     reduce:
         Channel reduction of the displayed maps ("max_abs", "abs_sum", "x_input").
-    **traits:
+    **kwargs:
         Initial ``method``, ``sparsity``, ``target``, ``scope``; other keywords go to
         ``ipywidgets.VBox``.
     """

@@ -164,6 +164,7 @@ class RequestWorker:
 
     @property
     def closed(self) -> bool:
+        """Whether :meth:`close` was called (no request runs any more)."""
         return self._closed
 
     def is_stale(self, req: Request) -> bool:
