@@ -440,6 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .batch.command import add_parsers
 
     add_parsers(sub)
+    from .demo import add_parser as add_demo
+
+    add_demo(sub)
     return p
 
 
@@ -452,6 +455,10 @@ def main(argv: list[str] | None = None) -> int:
 
             print("\n".join(sample_images()))
             return 0
+        if a.cmd == "demo":
+            from . import demo
+
+            return demo.command(a)
         if a.cmd in ("evaluate", "summarize"):
             from .batch import command
 
