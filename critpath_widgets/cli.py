@@ -472,6 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .batch.command import add_parsers
 
     add_parsers(sub)
+    from .demo import add_parser as add_demo
+
+    add_demo(sub)
     return p
 
 
@@ -486,6 +489,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if a.cmd == "labs":
             return _labs(a)
+        if a.cmd == "demo":
+            from . import demo
+
+            return demo.command(a)
         if a.cmd in ("evaluate", "summarize"):
             from .batch import command
 

@@ -25,6 +25,7 @@ SHOTS = {
     "channel-gallery.png": "channel_gallery.png",
     "explorer-700px.png": "explorer_narrow.png",
     "explorer-notebook7.png": "explorer_notebook7.png",
+    "lab-jupyterlab.png": "lab_jupyterlab.png",  # tests/browser/test_quickstart.py
 }
 MAX_WIDTH = 720
 
