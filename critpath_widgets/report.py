@@ -112,8 +112,8 @@ def pathway_title(explanation: Explanation, name: str, sample: int = 0) -> str:
     t = int(e.target[sample])
     return (
         f"pathway gradient of {name!r}\n"
-        f"{method_name(e.method)}, {e.scope} scope, sparsity {float(e.sparsity):.2f}; "
-        f"pathway logit {float(e.pathway_logits[sample, t]):.2f}"
+        f"{method_name(e.method)}, {e.scope} scope,\n"  # 3 short lines: no overlap with a neighbour
+        f"sparsity {float(e.sparsity):.2f}; pathway logit {float(e.pathway_logits[sample, t]):.2f}"
     )
 
 

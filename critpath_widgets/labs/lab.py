@@ -42,7 +42,9 @@ class Lab:
 
     def check(self, qid: str, answer: Any) -> CheckResult:
         """Check ``answer`` to exercise ``qid``; the result prints as ✓ or ✗ with a hint."""
-        result = judge(self._exercise(qid), answer, self.context)
+        exercise = self._exercise(qid)
+        unanswered = answer is Ellipsis or answer is None  # judged without the context
+        result = judge(exercise, answer, None if unanswered else self.context)
         self.results[qid] = result
         return result
 
