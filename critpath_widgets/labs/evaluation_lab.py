@@ -155,13 +155,20 @@ def lowest_deletion(ctx: SimpleNamespace) -> str:
 def _morf_10(ctx: SimpleNamespace) -> tuple[float, float]:
     """(p, p'): target probability before and after the top 10 % pathway pixels are blurred."""
     p = ctx.x.shape[2] * ctx.x.shape[3]
-    return tuple(replaced_probabilities(ctx, ctx.maps["pathway"], [0, p // 10]))
+    probs = _memo(
+        ctx, "morf10", lambda: replaced_probabilities(ctx, ctx.maps["pathway"], [0, p // 10])
+    )
+    return float(probs[0]), float(probs[1])
 
 
 def _lerf_10(ctx: SimpleNamespace, m: str = "pathway") -> float:
     """Target probability with the 10 % least relevant pixels of map ``m`` blurred."""
     p = ctx.x.shape[2] * ctx.x.shape[3]
-    return float(replaced_probabilities(ctx, ctx.maps[m], [p // 10], least_first=True)[0])
+    return _memo(
+        ctx,
+        f"lerf10-{m}",
+        lambda: float(replaced_probabilities(ctx, ctx.maps[m], [p // 10], least_first=True)[0]),
+    )
 
 
 def lerf_change(ctx: SimpleNamespace) -> float:
