@@ -66,7 +66,9 @@ def test_q5_cosine_with_plain_gradient(lab, c):
     g = c.ex.gradient(c.x).flatten()
     cos = torch.nn.functional.cosine_similarity
     assert lab.check("q5", cos(c.e.at_sparsity(0.9).saliency.flatten(), g, dim=0))
-    assert "sparsity 0," in _wrong(lab, "q5", cos(c.e.at_sparsity(0.0).saliency.flatten(), g, dim=0))
+    assert "sparsity 0," in _wrong(
+        lab, "q5", cos(c.e.at_sparsity(0.0).saliency.flatten(), g, dim=0)
+    )
 
 
 def test_q6_global_share_of_the_stem(lab, c):
@@ -93,7 +95,8 @@ def test_q8_finite_difference_matches_the_pathway_gradient(lab, c):
 
 def test_pathway_network_is_the_engines_restricted_network(c):
     f = pathway_network(c.e)
-    got = f(c.x)[0, c.target]
+    with torch.no_grad():
+        got = f(c.x)[0, c.target]
     assert float(got) == pytest.approx(float(c.e.pathway_logits[0, c.target]), rel=1e-4)
 
 
