@@ -122,3 +122,10 @@ def test_student_notebook_runs_through_with_nothing_answered(tmp_path):
     text = "\n".join(texts)
     assert "Critical pathways lab: 0/9 exercises correct" in text, text[-3000:]
     assert "not answered yet" in text
+
+
+def test_pathway_network_refuses_what_is_not_an_explanation():
+    from critpath_widgets.errors import InputTypeError
+
+    with pytest.raises(InputTypeError, match="Explanation"):
+        pathway_network("e")

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, InputTypeError
 from .exercises import Exercise, Mistake
 from .lab import Lab
 
@@ -71,6 +71,8 @@ class PathwayNetwork:
         def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
             i = len(self.outputs)
             if self.masks is not None:
+                if i >= len(self.masks):
+                    raise InputError(f"the copy calls more activations than the {self.sites} sites")
                 out = out * self.masks[i]
             self.outputs.append((name, out))
             return out
@@ -97,6 +99,10 @@ class PathwayNetwork:
 def pathway_network(e: Any, sample: int = 0, dtype: torch.dtype = torch.float64) -> PathwayNetwork:
     """The network restricted to ``e``'s pathway (sample ``sample``'s masks), its masks
     fixed: call it on any input, e.g. ``pathway_network(e)(x + h * d)``."""
+    from ..engine import Explanation
+
+    if not isinstance(e, Explanation):
+        raise InputTypeError(f"expected an Explanation, got {type(e).__name__}")
     masks = [m[sample].float() for m in e.pathway.masks]
     return PathwayNetwork(e.explainer.model, e.site_kinds, masks, dtype)
 
