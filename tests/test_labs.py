@@ -87,9 +87,11 @@ def test_the_expected_value_follows_the_context_not_a_constant():
 
 
 def test_unanswered_wrongly_typed_and_unknown_answers_are_worded():
-    lab = _toy_lab([])
+    calls: list[int] = []
+    lab = _toy_lab(calls)
     r = lab.check("q1", ...)
     assert not r and not r.answered and "not answered yet" in r.message
+    assert calls == [], "an unanswered exercise builds no context (the student version is quick)"
     r = lab.check("q1", "1.5")
     assert not r and "expected a number" in r.message
     r = lab.check("q1", torch.ones(3))

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -26,13 +27,13 @@ from pathlib import Path
 import harness as H
 import pytest
 
-from critpath_widgets.labs import notebook_dir
+from critpath_widgets.labs import instructor_version, notebook_dir
 
 pytestmark = pytest.mark.browser
 
 QUICKSTART = "01_quickstart.ipynb"
-#: the notebook of the lab screenshot (02_critical_pathways_lab.ipynb once it is written)
-LAB_NOTEBOOK = os.environ.get("CRITPATH_LAB_SCREENSHOT_NOTEBOOK", QUICKSTART)
+#: the notebook of the lab screenshot, run as its instructor version (exercises answered)
+LAB_NOTEBOOK = os.environ.get("CRITPATH_LAB_SCREENSHOT_NOTEBOOK", "02_critical_pathways_lab.ipynb")
 PATHWAY_CANVAS = f"{H.PATHWAY_OVERLAY} {H.OVERLAY_CANVAS}"
 
 
@@ -44,8 +45,10 @@ def lab_server():
     except H.HarnessError as exc:
         pytest.fail(str(exc), pytrace=False)
     root = Path(tempfile.mkdtemp(prefix="critpath-quickstart-"))
-    for name in {QUICKSTART, LAB_NOTEBOOK}:
-        shutil.copy(notebook_dir() / name, root / name)
+    shutil.copy(notebook_dir() / QUICKSTART, root / QUICKSTART)
+    if LAB_NOTEBOOK != QUICKSTART:
+        source = json.loads((notebook_dir() / LAB_NOTEBOOK).read_text(encoding="utf-8"))
+        (root / LAB_NOTEBOOK).write_text(json.dumps(instructor_version(source)), encoding="utf-8")
     try:
         with H.jupyter_server(root) as server:
             yield server

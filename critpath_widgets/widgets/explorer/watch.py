@@ -10,9 +10,11 @@ in full against copies taken when the results were made): exact, no version coun
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable
 
@@ -84,6 +86,7 @@ class ModelPoller:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="critpath-model-poller", daemon=True)
         self._thread.start()
+        _POLLERS.add(self)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -105,3 +108,19 @@ class ModelPoller:
     def alive(self) -> bool:
         """Whether the thread still runs."""
         return self._thread.is_alive()
+
+
+_POLLERS: weakref.WeakSet[ModelPoller] = weakref.WeakSet()
+"""Every poller not yet collected, stopped at interpreter exit."""
+
+
+@atexit.register
+def stop_all(timeout: float = 2.0) -> None:
+    """Stop every poller and wait briefly for a look in progress (it reads the model's
+    tensors; a daemon thread inside torch while the interpreter tears down aborts it)."""
+    deadline = time.monotonic() + timeout
+    pollers = list(_POLLERS)
+    for poller in pollers:
+        poller.stop()
+    for poller in pollers:
+        poller._thread.join(max(0.0, deadline - time.monotonic()))

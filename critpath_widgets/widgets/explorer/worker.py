@@ -24,11 +24,13 @@ also uses for its own shared state.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import ctypes.util
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -111,6 +113,7 @@ class RequestWorker:
         self._closed = False
         #: a request ran since the last heap trim
         self._untrimmed = False
+        _LIVE.add(self)
 
     # ---------------------------------------------------------------- submitting
     def submit(
@@ -257,6 +260,28 @@ class RequestWorker:
                     self._running = None
                     self._done_gen = max(self._done_gen, req.gen)
                     self._cond.notify_all()
+
+
+_LIVE: weakref.WeakSet[RequestWorker] = weakref.WeakSet()
+"""Every worker not yet collected, for :func:`close_all` at interpreter exit."""
+
+EXIT_JOIN_S = 5.0
+"""How long interpreter exit waits for cancelled workers (a torch pass ends in ~0.1 s)."""
+
+
+@atexit.register
+def close_all(timeout: float = EXIT_JOIN_S) -> None:
+    """Cancel every worker and wait briefly for its thread: a daemon thread still inside
+    a torch call while the interpreter tears down aborts the process ("terminate called
+    without an active exception" when a kernel shuts down)."""
+    deadline = time.monotonic() + timeout
+    workers = list(_LIVE)
+    for worker in workers:
+        worker.close()
+    for worker in workers:
+        thread = worker.thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 __all__ = ["Request", "RequestWorker", "Superseded", "WORKER_IDLE_EXIT_S", "trim_heap"]
