@@ -205,13 +205,27 @@ def test_lab_notebook_screenshot(browser, lab_server, name):
         t0 = time.perf_counter()
         H.open_notebook(page, lab_server, name)
         H.run_all_cells(page)
-        page.wait_for_timeout(2_000)
+        # the last cell prints the summary: every exercise checked, all of them right
+        summary = page.locator(".jp-OutputArea-output", has_text="exercises correct")
+        summary.first.wait_for(timeout=600_000)
         H.wait_kernel_idle(page, 600_000)
         ran = time.perf_counter() - t0
         assert not H.notebook_error_outputs(page), H.notebook_error_outputs(page)
+        text = summary.first.inner_text()
+        done = re.search(r"(\d+)/(\d+) exercises correct", text)
+        assert done and done.group(1) == done.group(2), text
         checked = page.locator(".jp-OutputArea-output", has_text="✓")
-        if checked.count():  # an exercise checked: the lab's point
-            checked.first.scroll_into_view_if_needed()
+        assert checked.count() >= 5
+        # an exercise's question, solution and ✓ on screen: the lab's point (the notebook
+        # is windowed, so it scrolls through its own API, not the DOM's)
+        page.evaluate(
+            """async () => { const nb = window.jupyterapp.shell.currentWidget.content;
+                const cells = Array.from(nb.model.cells);
+                const i = cells.findIndex(c => c.sharedModel.getSource().includes('check("q4"'));
+                nb.activeCellIndex = i;
+                await nb.scrollToItem(i, 'end'); }"""
+        )
+        page.wait_for_timeout(1_000)
         shot = H.ARTIFACTS / "lab-jupyterlab.png"
         shot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shot))
