@@ -1,11 +1,15 @@
-"""A kernel that shuts down while the explorer computes exits cleanly (no abort)."""
+"""A kernel that shuts down while the explorer computes exits cleanly (no abort): its
+request worker, model poller and the panels' background runs stop at interpreter exit."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-PROBE = """
+import pytest
+
+PROBES = {
+    "worker": """
 import time
 from critpath_widgets import PathwayExplorer
 w = PathwayExplorer(auto_refresh=True)
@@ -13,14 +17,29 @@ w.wait()
 w.method = "neuron_intgrad"   # a long request still running when the interpreter exits
 time.sleep(0.3)
 print("exiting", flush=True)
-"""
+""",
+    "evaluation panel": """
+import time
+from critpath_widgets import PathwayExplorer
+w = PathwayExplorer(auto_refresh=False)
+w.wait()
+w.evaluation.run()       # a background evaluation still running when the interpreter exits
+time.sleep(1.0)
+print("exiting", flush=True)
+""",
+}
 
 
-def test_interpreter_exit_during_a_computation_does_not_abort(tmp_path):
+@pytest.mark.parametrize("probe", list(PROBES))
+def test_interpreter_exit_during_a_computation_does_not_abort(tmp_path, probe):
     # before the explorer's threads were stopped at exit, a daemon thread inside torch
     # made the process abort: "terminate called without an active exception", code 134
     done = subprocess.run(
-        [sys.executable, "-c", PROBE], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", PROBES[probe]],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert "exiting" in done.stdout, done.stderr
     assert done.returncode == 0, done.stderr[-2000:]
