@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import json
 import os
 import secrets
 import shutil
@@ -147,6 +148,28 @@ def _wait_listening(proc: subprocess.Popen, port: int, timeout: float) -> None:
         time.sleep(0.2)
 
 
+def kernel_env(folder: Path, python: str = sys.executable) -> dict[str, str]:
+    """The server's environment: a ``python3`` kernel spec of this very Python, first on
+    ``JUPYTER_PATH`` (it wins over a user-wide ``python3`` spec of another environment,
+    which would lack critpath_widgets), written under ``folder/.kernels`` (hidden)."""
+    spec = folder / ".kernels" / "kernels" / "python3"
+    spec.mkdir(parents=True, exist_ok=True)
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "Python 3 (critpath demo)",
+                "language": "python",
+            }
+        ),
+        encoding="utf-8",
+    )
+    env = dict(os.environ)
+    rest = env.get("JUPYTER_PATH")
+    env["JUPYTER_PATH"] = os.pathsep.join([str(folder / ".kernels"), *([rest] if rest else [])])
+    return env
+
+
 def start_demo(
     port: int = 0, lab: bool = False, timeout: float = START_TIMEOUT_S, log: Any = None
 ) -> DemoServer:
@@ -163,7 +186,8 @@ def start_demo(
     shutil.copy(source, folder / NOTEBOOK)
     cmd, url = server_command(frontend, NOTEBOOK, port, secrets.token_hex(16))
     stream = sys.stderr if log is None else log
-    proc = subprocess.Popen(cmd, cwd=folder, stdout=stream, stderr=stream)
+    env = kernel_env(folder)
+    proc = subprocess.Popen(cmd, cwd=folder, stdout=stream, stderr=stream, env=env)
     server = DemoServer(proc, url, frontend, folder)
     try:
         _wait_listening(proc, port, timeout)

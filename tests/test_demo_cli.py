@@ -166,3 +166,43 @@ def test_server_exit_is_our_error(monkeypatch, tmp_path):
     )
     with pytest.raises(demo.DemoError, match="exited with code 3"):
         demo.start_demo(0, log=subprocess.DEVNULL)
+
+
+def test_the_demo_kernel_is_this_python_even_with_a_user_wide_python3(tmp_path, monkeypatch):
+    """A user's own ``python3`` kernel spec (another environment, without critpath_widgets)
+    must not be what the demo page starts."""
+    import json
+    import sys
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from critpath_widgets.demo import kernel_env
+
+    user = tmp_path / "user-data" / "kernels" / "python3"
+    user.mkdir(parents=True)
+    (user / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [
+                    "/elsewhere/bin/python",
+                    "-m",
+                    "ipykernel_launcher",
+                    "-f",
+                    "{connection_file}",
+                ],
+                "display_name": "Python 3",
+                "language": "python",
+            }
+        )
+    )
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "user-data"))
+    monkeypatch.delenv("JUPYTER_PATH", raising=False)
+    # outside a virtual environment the user's folder comes before the environment's
+    monkeypatch.setenv("JUPYTER_PREFER_ENV_PATH", "0")
+    assert KernelSpecManager().get_kernel_spec("python3").argv[0] == "/elsewhere/bin/python"
+    served = tmp_path / "served"
+    served.mkdir()
+    env = kernel_env(served)
+    monkeypatch.setenv("JUPYTER_PATH", env["JUPYTER_PATH"])
+    assert KernelSpecManager().get_kernel_spec("python3").argv[0] == sys.executable
+    assert [p.name for p in served.iterdir()] == [".kernels"]  # hidden in the file browser
