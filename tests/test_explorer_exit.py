@@ -1,5 +1,5 @@
 """A kernel that shuts down while the explorer computes exits cleanly (no abort): its
-request worker, model poller and the panels' background runs stop at interpreter exit."""
+request worker and model poller stop at interpreter exit."""
 
 from __future__ import annotations
 
@@ -16,15 +16,6 @@ w = PathwayExplorer(auto_refresh=True)
 w.wait()
 w.method = "neuron_intgrad"   # a long request still running when the interpreter exits
 time.sleep(0.3)
-print("exiting", flush=True)
-""",
-    "evaluation panel": """
-import time
-from critpath_widgets import PathwayExplorer
-w = PathwayExplorer(auto_refresh=False)
-w.wait()
-w.evaluation.run()       # a background evaluation still running when the interpreter exits
-time.sleep(1.0)
 print("exiting", flush=True)
 """,
 }
